@@ -1,0 +1,30 @@
+"""eossl: self-supervised learning on satellite imagery, from a scene to embeddings on a map.
+
+    import eossl
+    chips = eossl.datasets.load_sample("eurosat_ms")
+    run = eossl.pretrain(chips, method="mae", steps=200, out="runs/x")
+    emb = eossl.embed(run.model, chips)
+"""
+
+from eossl import datasets, progress
+from eossl.analysis.embed import embed
+from eossl.analysis.probe import band_statistics, knn_accuracy
+from eossl.analysis.reduce import pca_rgb, umap
+from eossl.data.bands import SENSORS
+from eossl.data.chips import open_chips
+from eossl.data.normalize import band_stats, with_stats
+from eossl.data.patches import grid_patches, random_patches
+from eossl.data.scenes import open_scene, open_stack
+from eossl.errors import CheckpointError, DataError, EosslError
+from eossl.models.load import load_model
+from eossl.models.registry import methods
+from eossl.train.loop import Callback, PretrainConfig, pretrain
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats",
+    "grid_patches", "random_patches", "methods", "pretrain", "PretrainConfig", "Callback",
+    "load_model", "embed", "pca_rgb", "umap", "knn_accuracy", "band_statistics", "SENSORS",
+    "progress", "DataError", "CheckpointError", "EosslError",
+]

@@ -1,0 +1,188 @@
+"""``eossl.embed``: encoder features as xarray, aligned with the data they came from.
+
+- chips ``(sample, band, y, x)`` -> ``(sample, dim)``, keeping ``label`` and other sample coords;
+- a scene ``(band, y, x)`` -> ``(y, x, dim)`` on the encoder's patch grid, with the scene's CRS and
+  a transform whose pixels are patches, so an embedding map overlays the scene;
+- a stack ``(time, band, y, x)`` -> ``(time, y, x, dim)``.
+
+The data are normalised with the statistics in the model's card, after checking that the bands
+match (reordered by name when needed) and that the values look like what the model saw.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import xarray as xr
+from affine import Affine
+
+from eossl.data.normalize import normalize_array
+from eossl.errors import CheckpointError, DataError
+from eossl.progress import progress
+from eossl.train.loop import resolve_device
+
+
+def _encoder_and_card(model):
+    encoder = getattr(model, "encoder", model)
+    card = getattr(model, "card", None)
+    if card is None:
+        raise CheckpointError("this model has no card (bands and normalisation); use the model from "
+                              "eossl.pretrain(...).model or eossl.load_model(path)")
+    return encoder, card
+
+
+def match_bands(da: xr.DataArray, card: dict) -> xr.DataArray:
+    """``da`` with exactly the card's bands in the card's order, or a clear error."""
+    want = [b["name"] for b in card["bands"]]
+    have = da["band"].values.tolist()
+    if have == want:
+        return da
+    missing = [b for b in want if b not in have]
+    if missing:
+        raise CheckpointError(
+            f"the model was trained on bands {want} but the data has {have}; missing {missing}. "
+            "Give data with those bands (or open it with bands=[...] naming them)")
+    return da.sel(band=want)  # same bands, other order: reorder by name
+
+
+def check_units(da: xr.DataArray, card: dict, sample: np.ndarray | None = None) -> None:
+    """Warn when the data's values sit far outside the training distribution (e.g. reflectance
+    0..1 given to a model trained on DN 0..10000): the most common silent failure."""
+    mean = np.asarray(card["normalization"]["mean"], dtype="float64")
+    std = np.asarray(card["normalization"]["std"], dtype="float64")
+    values = sample if sample is not None else da.transpose("band", ...).values.reshape(len(mean), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(values.astype("float64"), axis=1)
+    z = np.abs(median - mean) / std
+    if np.nanmedian(z) > 10:
+        warnings.warn(
+            f"the data's values do not look like what the model was trained on: band medians "
+            f"{np.round(median[:4], 3).tolist()}... vs training means {np.round(mean[:4], 3).tolist()}... "
+            "(different units, e.g. reflectance vs DN, or another scaling?)", stacklevel=3)
+
+
+def _batches(n, size):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@torch.no_grad()
+def _encode(encoder, arr: np.ndarray, device, batch_size: int, pooled: bool, desc: str) -> np.ndarray:
+    """arr (N, C, H, W) normalised, NaN allowed -> (N, D) pooled or (N, h, w, D) maps."""
+    encoder = encoder.to(device).eval()
+    out = []
+    steps = list(_batches(len(arr), batch_size))
+    for sl in progress(steps, desc=desc, unit="batch", leave=False):
+        x = torch.from_numpy(np.nan_to_num(arr[sl], nan=0.0)).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            fm = encoder.feature_map(x)  # (B, D, h, w)
+        fm = fm.float()
+        out.append((fm.mean(dim=(2, 3)) if pooled else fm.permute(0, 2, 3, 1)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def embed(model, data, *, batch_size: int = 64, window: int | None = None, device: str = "auto",
+          check_values: bool = True) -> xr.DataArray:
+    """Embed chips, a scene or a stack with a trained model (see the module docstring).
+
+    Args:
+        model: from :func:`eossl.pretrain` (``run.model``) or :func:`eossl.load_model`.
+        data: DataArray (sample|time, band, y, x) or (band, y, x), or a Dataset with ``image``.
+        window: for scenes, the tile size fed to the encoder (default: its training size).
+    """
+    encoder, card = _encoder_and_card(model)
+    if isinstance(data, xr.Dataset):
+        data = data["image"]
+    if not isinstance(data, xr.DataArray) or "band" not in data.dims:
+        raise DataError("embed needs a DataArray with a 'band' dimension (chips, scene or stack)")
+    da = match_bands(data, card)
+    dev = resolve_device(device)
+    mean, std = card["normalization"]["mean"], card["normalization"]["std"]
+    nodata = da.attrs.get("nodata")
+
+    def prepared(values: np.ndarray, band_axis: int) -> np.ndarray:
+        values = values.astype("float32")
+        if nodata is not None and not np.isnan(nodata):
+            values = np.where(values == nodata, np.nan, values)
+        return normalize_array(values, mean, std, band_axis)
+
+    if da.ndim == 4 and "sample" in da.dims:
+        raw = da.transpose("sample", "band", "y", "x").values
+        if check_values:
+            check_units(da, card, np.moveaxis(raw, 1, 0).reshape(raw.shape[1], -1))
+        vectors = _encode(encoder, prepared(raw, 1), dev, batch_size, pooled=True, desc="embed chips")
+        coords = {k: v for k, v in da.coords.items() if v.dims == ("sample",)}
+        return xr.DataArray(vectors, dims=("sample", "dim"), coords=coords, name="embedding",
+                            attrs=_attrs(card))
+    if da.ndim == 3:
+        if check_values:
+            check_units(da, card)
+        return _embed_scene(encoder, card, da, prepared, dev, batch_size, window)
+    if da.ndim == 4:
+        lead = [d for d in da.dims if d not in ("band", "y", "x")][0]
+        if check_values:
+            check_units(da, card)
+        maps = [_embed_scene(encoder, card, da.isel({lead: i}), prepared, dev, batch_size, window)
+                for i in range(da.sizes[lead])]
+        out = xr.concat(maps, dim=lead).assign_coords({lead: da[lead].values})
+        return out.transpose(lead, "y", "x", "dim")
+    raise DataError(f"cannot embed an array with dims {da.dims}")
+
+
+def _attrs(card):
+    return {"method": card["method"], "encoder": card["encoder"].get("name", ""),
+            "bands": [b["name"] for b in card["bands"]]}
+
+
+def _window_starts(length: int, window: int) -> list[int]:
+    """Tile starts covering [0, length) with the last tile flush with the end (overlap, no pad)."""
+    starts = list(range(0, length - window + 1, window))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def _embed_scene(encoder, card, da, prepared, dev, batch_size, window) -> xr.DataArray:
+    """(band, y, x) -> (y, x, dim) on the patch grid."""
+    p = encoder.patch_size
+    H, W = da.sizes["y"], da.sizes["x"]
+    rows, cols = H // p, W // p
+    if rows == 0 or cols == 0:
+        raise DataError(f"{da.attrs.get('source', 'the scene')}: is {H}x{W} px, smaller than one "
+                        f"{p}x{p} patch of this encoder")
+    arr = prepared(da.transpose("band", "y", "x").values[:, :rows * p, :cols * p], 0)  # (C, H', W')
+    if not np.isfinite(arr).any():
+        raise DataError(f"{da.attrs.get('source', 'the scene')}: every pixel is NaN or nodata")
+    win = window or card["encoder"].get("img_size", 64)
+    win = max(p, (win // p) * p)
+    win_y, win_x = min(win, rows * p), min(win, cols * p)
+    starts = [(r, c) for r in _window_starts(rows * p, win_y) for c in _window_starts(cols * p, win_x)]
+    tiles = np.stack([arr[:, r:r + win_y, c:c + win_x] for r, c in starts])  # (N, C, wy, wx)
+    maps = _encode(encoder, tiles, dev, batch_size, pooled=False, desc="embed scene")  # (N, hy, hx, D)
+    D = maps.shape[-1]
+    grid = np.zeros((rows, cols, D), dtype="float32")
+    for (r, c), m in zip(starts, maps):
+        grid[r // p:r // p + m.shape[0], c // p:c // p + m.shape[1]] = m
+    # A patch with any invalid pixel gets no embedding (NaN) rather than a made-up one.
+    valid = np.isfinite(arr).all(axis=0).reshape(rows, p, cols, p).all(axis=(1, 3))  # (rows, cols)
+    grid[~valid] = np.nan
+    return _grid_to_xarray(da, grid, p, card)
+
+
+def _grid_to_xarray(da, grid, p, card) -> xr.DataArray:
+    rows, cols, D = grid.shape
+    out = xr.DataArray(grid, dims=("y", "x", "dim"), name="embedding", attrs=_attrs(card))
+    crs = da.rio.crs if "x" in da.coords else None
+    if "x" in da.coords and "y" in da.coords:
+        transform = da.rio.transform() * Affine.scale(p)
+        xs = transform.c + transform.a * (np.arange(cols) + 0.5)
+        ys = transform.f + transform.e * (np.arange(rows) + 0.5)
+        out = out.assign_coords(x=xs, y=ys)
+        out = out.rio.write_transform(transform)
+        if crs is not None:
+            out = out.rio.write_crs(crs)
+    out.attrs["patch_size"] = p
+    return out

@@ -1,0 +1,72 @@
+"""Per-band statistics, computed from the data and carried with it as ``band`` coordinates.
+
+``band_mean`` / ``band_std`` ride on the ``band`` dimension, so selecting bands keeps the right
+statistics, and the trainer writes them into the checkpoint card (never ImageNet numbers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from eossl.errors import DataError
+
+MAX_PIXELS = 2_000_000  # per band: enough for 3-digit precision, cheap on a large scene
+
+
+def band_stats(data, max_pixels: int = MAX_PIXELS, seed: int = 0) -> xr.Dataset:
+    """Mean and standard deviation of every band over valid (finite, non-nodata) pixels.
+
+    ``data`` is a DataArray with a ``band`` dimension, or a list of them with the same bands.
+    Returns ``xr.Dataset(mean=(band,), std=(band,))``.
+    """
+    arrays = data if isinstance(data, (list, tuple)) else [data]
+    names = arrays[0]["band"].values.tolist()
+    columns = []
+    for da in arrays:
+        if da["band"].values.tolist() != names:
+            raise DataError("band_stats: all arrays must have the same bands in the same order")
+        flat = da.transpose("band", ...).data.reshape(len(names), -1)  # (C, N)
+        if flat.shape[1] > max_pixels:
+            idx = np.sort(np.random.default_rng(seed).choice(flat.shape[1], max_pixels, replace=False))
+            flat = flat[:, idx]
+        flat = np.asarray(flat, dtype="float64")
+        nodata = da.attrs.get("nodata")
+        if nodata is not None and not np.isnan(nodata):
+            flat = np.where(flat == nodata, np.nan, flat)
+        columns.append(flat)
+    flat = np.concatenate(columns, axis=1)
+    counts = np.isfinite(flat).sum(axis=1)
+    if np.any(counts == 0):
+        empty = [n for n, c in zip(names, counts) if c == 0]
+        raise DataError(f"bands {empty} hold no valid pixels (all NaN or nodata)")
+    mean = np.nanmean(flat, axis=1)
+    std = np.nanstd(flat, axis=1)
+    std = np.where(std > 0, std, 1.0)  # a constant band must not divide by zero
+    return xr.Dataset({"mean": ("band", mean), "std": ("band", std)}, coords={"band": names})
+
+
+def with_stats(da: xr.DataArray, stats: xr.Dataset | None = None) -> xr.DataArray:
+    """``da`` with ``band_mean`` / ``band_std`` coordinates (computed from ``da`` when not given)."""
+    stats = band_stats(da) if stats is None else stats
+    stats = stats.sel(band=da["band"].values)
+    return da.assign_coords(band_mean=("band", stats["mean"].values),
+                            band_std=("band", stats["std"].values))
+
+
+def stats_of(da: xr.DataArray) -> xr.Dataset:
+    """The statistics carried by ``da``, or freshly computed ones."""
+    if "band_mean" in da.coords and "band_std" in da.coords:
+        return xr.Dataset({"mean": ("band", da["band_mean"].values),
+                           "std": ("band", da["band_std"].values)},
+                          coords={"band": da["band"].values})
+    return band_stats(da)
+
+
+def normalize_array(x: np.ndarray, mean, std, band_axis: int) -> np.ndarray:
+    """(x - mean) / std along ``band_axis``, NaN kept, as float32."""
+    shape = [1] * x.ndim
+    shape[band_axis] = -1
+    mean = np.asarray(mean, dtype="float32").reshape(shape)
+    std = np.asarray(std, dtype="float32").reshape(shape)
+    return (x.astype("float32") - mean) / std

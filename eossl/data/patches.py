@@ -1,0 +1,190 @@
+"""Grid and random windows over scenes, stacks and chip sets, skipping nodata / NaN.
+
+Two views of the same idea:
+- :func:`grid_patches` / :func:`random_patches` return an xarray ``(sample, band, y, x)`` of windows
+  with each window's position (``row``, ``col``, centre ``x_center`` / ``y_center`` in the scene CRS);
+- :class:`PatchSampler` draws normalised training batches ``(B, C, H, W)`` straight from memory,
+  which is what the trainer uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from eossl.data.normalize import normalize_array, stats_of
+from eossl.errors import DataError
+
+
+def _as_images(da: xr.DataArray) -> tuple[np.ndarray, str]:
+    """Any supported layout as float32 ``(N, C, H, W)`` with NaN for nodata; plus its kind."""
+    if "band" not in da.dims:
+        raise DataError(f"array with dims {da.dims} has no 'band' dimension")
+    nodata = da.attrs.get("nodata")
+    if da.ndim == 3:
+        arr, kind = da.transpose("band", "y", "x").values[None], "scene"  # (1, C, H, W)
+    elif da.ndim == 4:
+        lead = [d for d in da.dims if d not in ("band", "y", "x")][0]
+        arr = da.transpose(lead, "band", "y", "x").values  # (N or T, C, H, W)
+        kind = "chips" if lead == "sample" else "stack"
+    else:
+        raise DataError(f"expected (band, y, x), (time, band, y, x) or (sample, band, y, x), got {da.dims}")
+    arr = arr.astype("float32", copy=False)
+    if nodata is not None and not np.isnan(nodata):
+        arr = np.where(arr == nodata, np.nan, arr)
+    return arr, kind
+
+
+def _valid_integral(images: np.ndarray) -> np.ndarray:
+    """Summed-area table of 'every band finite' per pixel: (N, H+1, W+1)."""
+    valid = np.isfinite(images).all(axis=1).astype("int32")  # (N, H, W)
+    table = np.zeros((valid.shape[0], valid.shape[1] + 1, valid.shape[2] + 1), dtype="int64")
+    table[:, 1:, 1:] = valid.cumsum(1).cumsum(2)
+    return table
+
+
+def _valid_fraction(table, n, rows, cols, size) -> np.ndarray:
+    s = table[n, rows + size, cols + size] - table[n, rows, cols + size] \
+        - table[n, rows + size, cols] + table[n, rows, cols]
+    return s / float(size * size)
+
+
+def _check_size(da: xr.DataArray, size: int) -> None:
+    h, w = da.sizes["y"], da.sizes["x"]
+    if h < size or w < size:
+        src = da.attrs.get("source", "the scene")
+        raise DataError(f"{src}: is {h}x{w} px, smaller than one {size}x{size} patch; "
+                        "use a smaller patch size or a larger scene")
+
+
+def _windows_to_xarray(da, images, picks, size) -> xr.DataArray:
+    """picks: (image index, row, col) triples -> (sample, band, y, x) DataArray with positions."""
+    n_idx, rows, cols = (np.array(v) for v in zip(*picks)) if picks else (np.zeros(0, int),) * 3
+    data = np.stack([images[n, :, r:r + size, c:c + size] for n, r, c in picks]) if picks else \
+        np.zeros((0, images.shape[1], size, size), "float32")
+    coords = {k: v for k, v in da.coords.items() if v.dims == ("band",)}
+    coords.update(row=("sample", rows), col=("sample", cols), source_index=("sample", n_idx))
+    if da.ndim == 3 or "sample" not in da.dims:
+        xs, ys = da["x"].values, da["y"].values
+        centre = size // 2
+        coords.update(x_center=("sample", xs[cols + centre] if len(cols) else xs[:0]),
+                      y_center=("sample", ys[rows + centre] if len(rows) else ys[:0]))
+    lead = [d for d in da.dims if d not in ("band", "y", "x")]
+    if lead and lead[0] in da.coords:
+        coords[lead[0]] = ("sample", da[lead[0]].values[n_idx])
+    if "label" in da.coords:
+        coords["label"] = ("sample", da["label"].values[n_idx])
+    out = xr.DataArray(data, dims=("sample", "band", "y", "x"), coords=coords, name="patches",
+                       attrs={k: v for k, v in da.attrs.items() if k in ("sensor", "source")})
+    out.attrs["patch_size"] = size
+    if da.rio.crs is not None:
+        out.attrs["crs"] = da.rio.crs.to_string()
+    return out
+
+
+def grid_patches(da: xr.DataArray, size: int, stride: int | None = None,
+                 max_invalid: float = 0.0) -> xr.DataArray:
+    """Windows of ``size`` px on a regular grid (``stride`` defaults to ``size``), keeping those
+    with at most ``max_invalid`` fraction of nodata/NaN pixels."""
+    _check_size(da, size)
+    stride = stride or size
+    images, _ = _as_images(da)
+    table = _valid_integral(images)
+    h, w = images.shape[2:]
+    rows, cols = np.meshgrid(np.arange(0, h - size + 1, stride), np.arange(0, w - size + 1, stride),
+                             indexing="ij")
+    picks = []
+    for n in range(images.shape[0]):
+        frac = _valid_fraction(table, n, rows.ravel(), cols.ravel(), size)
+        keep = frac >= 1.0 - max_invalid
+        picks += [(n, r, c) for r, c in zip(rows.ravel()[keep], cols.ravel()[keep])]
+    return _windows_to_xarray(da, images, picks, size)
+
+
+def random_patches(da: xr.DataArray, size: int, n: int, seed: int = 0,
+                   max_invalid: float = 0.0) -> xr.DataArray:
+    """``n`` windows of ``size`` px at random positions (and random dates/chips), each with at most
+    ``max_invalid`` fraction of nodata/NaN pixels."""
+    _check_size(da, size)
+    images, _ = _as_images(da)
+    sampler = _WindowPicker(images, size, max_invalid, da.attrs.get("source", "the data"))
+    picks = sampler.pick(n, np.random.default_rng(seed))
+    return _windows_to_xarray(da, images, picks, size)
+
+
+class _WindowPicker:
+    """Draws valid window positions by rejection sampling on the summed-area table."""
+
+    def __init__(self, images: np.ndarray, size: int, max_invalid: float, source: str):
+        self.images, self.size, self.max_invalid, self.source = images, size, max_invalid, source
+        self.table = _valid_integral(images)
+        if self.table[:, -1, -1].sum() == 0:
+            raise DataError(f"{source}: every pixel is NaN or nodata; nothing to learn from")
+
+    def pick(self, n: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+        N, _, h, w = self.images.shape
+        out, tries = [], 0
+        while len(out) < n:
+            m = max(2 * (n - len(out)), 16)
+            idx = rng.integers(0, N, m)
+            rows = rng.integers(0, h - self.size + 1, m)
+            cols = rng.integers(0, w - self.size + 1, m)
+            ok = _valid_fraction(self.table, idx, rows, cols, self.size) >= 1.0 - self.max_invalid
+            out += [(int(a), int(b), int(c)) for a, b, c in zip(idx[ok], rows[ok], cols[ok])]
+            tries += m
+            if not out and tries > 200 * n + 1000:
+                raise DataError(f"{self.source}: no {self.size}x{self.size} window with at most "
+                                f"{self.max_invalid:.0%} nodata/NaN pixels; use a smaller patch size "
+                                "or allow more invalid pixels (max_invalid)")
+        return out[:n]
+
+
+class PatchSampler:
+    """Normalised random training windows ``(B, C, size, size)`` from scenes, stacks and chip sets.
+
+    Several sources may be mixed (e.g. unlabeled chips and a scene with the same bands); each
+    batch draws windows from all of them in proportion to their pixel count. Dates of a stack are
+    treated as separate images. NaN / nodata pixels that remain (``max_invalid`` > 0) become 0
+    after normalisation, i.e. the band mean, and are reported in the batch's valid mask.
+    """
+
+    def __init__(self, data, size: int, stats: xr.Dataset | None = None, max_invalid: float = 0.0,
+                 augment: bool = True):
+        sources = list(data) if isinstance(data, (list, tuple)) else [data]
+        if not sources:
+            raise DataError("no data given to sample patches from")
+        bands = sources[0]["band"].values.tolist()
+        for s in sources[1:]:
+            if s["band"].values.tolist() != bands:
+                raise DataError(f"sources have different bands: {bands} vs {s['band'].values.tolist()}")
+        for s in sources:
+            _check_size(s, size)
+        self.bands, self.size, self.augment = bands, size, augment
+        self.stats = stats if stats is not None else stats_of(sources[0]) if len(sources) == 1 \
+            else _pooled_stats(sources)
+        self.pickers, weights = [], []
+        for s in sources:
+            images, _ = _as_images(s)
+            images = normalize_array(images, self.stats["mean"].values, self.stats["std"].values, 1)
+            self.pickers.append(_WindowPicker(images, size, max_invalid, s.attrs.get("source", "data")))
+            weights.append(images.shape[0] * (images.shape[2] - size + 1) * (images.shape[3] - size + 1))
+        self.weights = np.array(weights, dtype="float64") / np.sum(weights)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """A batch ``(B, C, size, size)`` float32, NaN replaced by 0 (the band mean)."""
+        counts = rng.multinomial(batch_size, self.weights)
+        windows = []
+        for picker, count in zip(self.pickers, counts):
+            for n, r, c in picker.pick(int(count), rng) if count else []:
+                windows.append(picker.images[n, :, r:r + self.size, c:c + self.size])
+        batch = np.stack(windows)  # (B, C, S, S)
+        if self.augment:  # flips and 90-degree turns: safe for any band count
+            if rng.random() < 0.5:
+                batch = batch[..., ::-1]
+            batch = np.rot90(batch, k=int(rng.integers(4)), axes=(2, 3))
+        return np.nan_to_num(np.ascontiguousarray(batch), nan=0.0)
+
+
+def _pooled_stats(sources) -> xr.Dataset:
+    from eossl.data.normalize import band_stats
+    return band_stats(sources)

@@ -1,0 +1,106 @@
+"""Matplotlib pictures for notebooks: scenes in true colour, embedding maps, 2-D scatters,
+training curves and MAE reconstructions. Each function draws on ``ax`` (or a new one) and returns it.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+from eossl.data.bands import rgb_bands
+
+
+def stretch(rgb: np.ndarray, percentiles=(2, 98)) -> np.ndarray:
+    """Per-channel percentile stretch of (..., 3) values to 0..1 (NaN stays NaN)."""
+    flat = rgb.reshape(-1, rgb.shape[-1])
+    lo, hi = np.nanpercentile(flat, percentiles, axis=0)
+    return np.clip((rgb - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
+
+
+def rgb_array(da: xr.DataArray, bands=None, percentiles=(2, 98)) -> np.ndarray:
+    """(band, y, x) -> (y, x, 3) true colour (or the named ``bands``), stretched to 0..1."""
+    bands = bands or rgb_bands(da)
+    rgb = da.sel(band=list(bands)).transpose("y", "x", "band").values.astype("float32")
+    return stretch(rgb, percentiles)
+
+
+def _extent(da):
+    if "x" in da.coords and "y" in da.coords and da.sizes.get("x", 0) > 1 and da.sizes.get("y", 0) > 1:
+        x, y = da["x"].values, da["y"].values
+        dx, dy = (x[1] - x[0]) / 2, (y[1] - y[0]) / 2
+        return (x[0] - dx, x[-1] + dx, y[-1] + dy, y[0] - dy)
+    return None
+
+
+def show_scene(da: xr.DataArray, ax=None, bands=None, title: str | None = None):
+    """A scene (band, y, x) in true colour, in its own coordinates."""
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    ax.imshow(rgb_array(da, bands), extent=_extent(da))
+    ax.set_title(title or f"{da.attrs.get('sensor', '')} true colour ({', '.join(bands or rgb_bands(da))})")
+    ax.set_axis_off()
+    return ax
+
+
+def show_rgb(rgb: xr.DataArray, ax=None, title: str = "embedding PCA (components 1-3 as RGB)"):
+    """An (y, x, rgb) picture such as :func:`eossl.pca_rgb` gives, in scene coordinates."""
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    ax.imshow(np.nan_to_num(rgb.transpose("y", "x", "rgb").values, nan=0.0), extent=_extent(rgb),
+              interpolation="nearest")
+    ax.set_title(title)
+    ax.set_axis_off()
+    return ax
+
+
+def scatter_2d(points: xr.DataArray, hue: str = "label", ax=None, title: str = "UMAP of embeddings",
+               s: float = 18):
+    """A (sample, component) scatter coloured by a sample coordinate (e.g. class label)."""
+    ax = ax or plt.subplots(figsize=(6, 5))[1]
+    xy = points.transpose("sample", "component").values
+    if hue in points.coords:
+        classes = np.unique(points[hue].values)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, c in enumerate(classes):
+            sel = points[hue].values == c
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=s, color=cmap(i % cmap.N), label=str(c))
+        ax.legend(fontsize=7, markerscale=1.2, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], s=s)
+    ax.set_title(title)
+    ax.set_xticks([]), ax.set_yticks([])
+    return ax
+
+
+def plot_history(history, ax=None, keys=("loss",)):
+    """Training curves from ``run.history`` (a DataFrame or list of dicts)."""
+    import pandas as pd
+    df = pd.DataFrame(history)
+    ax = ax or plt.subplots(figsize=(6, 3))[1]
+    for key in keys:
+        if key in df:
+            ax.plot(df["step"], df[key], label=key)
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def show_reconstructions(model, batch, bands_idx=None, n: int = 4, mask_ratio: float | None = None):
+    """MAE pictures: input, what the encoder saw, the reconstruction. ``batch`` is a normalised
+    (B, C, H, W) tensor; ``bands_idx`` picks the three bands shown as RGB."""
+    import torch
+    x = torch.as_tensor(batch[:n])
+    masked, pasted, _ = model.reconstruct(x, mask_ratio)
+    idx = list(bands_idx) if bands_idx is not None else [0, 1, 2]
+    fig, axes = plt.subplots(3, len(x), figsize=(2.2 * len(x), 6.6), squeeze=False)
+    for j in range(len(x)):
+        for i, (img, name) in enumerate(((x, "input"), (masked, "visible to the encoder"),
+                                         (pasted, "reconstruction"))):
+            rgb = img[j, idx].permute(1, 2, 0).numpy()
+            lo, hi = np.percentile(x[j, idx].permute(1, 2, 0).numpy(), (2, 98), axis=(0, 1))
+            axes[i, j].imshow(np.clip((rgb - lo) / np.where(hi > lo, hi - lo, 1), 0, 1))
+            axes[i, j].set_axis_off()
+            if j == 0:
+                axes[i, j].set_title(name, fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,342 @@
+"""The pretraining loop: ``eossl.pretrain(data, method="mae", ...)``.
+
+One loop for every method: it draws normalised windows from the data, calls the method's
+``training_step``, steps AdamW on a warmup + cosine schedule, logs a history row per step, calls
+callbacks (so a notebook can plot live), and writes an atomic checkpoint every
+``checkpoint_every`` steps and at the end. Calling it again on the same ``out`` folder resumes the
+run from its last checkpoint (a killed run loses at most the steps since that checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from eossl.data.normalize import band_stats, stats_of
+from eossl.data.patches import PatchSampler
+from eossl.errors import CheckpointError, DataError
+from eossl.models.registry import build_method, default_encoder
+from eossl.progress import progress
+from eossl.train.checkpoint import (CHECKPOINT_FILE, atomic_write_bytes, read_checkpoint,
+                                    save_checkpoint)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines a pretraining run (saved in the card and as ``config.json``)."""
+
+    method: str = "mae"
+    encoder: dict = field(default_factory=dict)  # Encoder spec; defaults per method
+    method_config: dict = field(default_factory=dict)  # e.g. mask_ratio for the MAE
+    steps: int = 200
+    batch_size: int = 64
+    # AdamW with a higher rate than the MAE paper's 1.5e-4 * B/256: tiny encoders on short CPU
+    # runs need to move fast; warmup keeps the first steps of a ViT stable.
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 20
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0   # ViTs on few images spike early; clipping keeps one bad batch harmless
+    img_size: int = 64       # training window in pixels (EuroSAT chips are 64 px)
+    max_invalid: float = 0.0  # fraction of NaN / nodata pixels allowed in a window
+    checkpoint_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup, then cosine decay to ``min_lr``."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        t = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+class Callback:
+    """Hooks into a run. Override what you need; set ``trainer.stop_requested = True`` to end the
+    run cleanly (it checkpoints and returns)."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+    def on_step_end(self, trainer: "Trainer", logs: dict) -> None: ...
+    def on_checkpoint(self, trainer: "Trainer", path: Path) -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+
+class _FunctionCallback(Callback):
+    """A plain function ``fn(logs)`` called after every step."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_step_end(self, trainer, logs):
+        self.fn(logs)
+
+
+@dataclass
+class PretrainRun:
+    """What ``pretrain`` gives back."""
+
+    model: torch.nn.Module
+    history: pd.DataFrame
+    checkpoint_path: Path
+    config: PretrainConfig
+    stopped_early: bool = False
+
+    @property
+    def encoder(self):
+        return self.model.encoder
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks cuda, then Apple mps, then cpu."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def training_arrays(data) -> list[xr.DataArray]:
+    """Accept a DataArray, a Dataset (its ``image`` variable) or a list of them."""
+    items = list(data) if isinstance(data, (list, tuple)) else [data]
+    out = []
+    for item in items:
+        if isinstance(item, xr.Dataset):
+            if "image" not in item:
+                raise DataError(f"a Dataset needs an 'image' variable to train on; it has {list(item.data_vars)}")
+            item = item["image"]
+        if not isinstance(item, xr.DataArray) or "band" not in item.dims:
+            raise DataError(f"cannot train on {type(item).__name__}; give a DataArray with a 'band' "
+                            "dimension (from eossl.open_scene, open_stack, open_chips or load_sample)")
+        out.append(item)
+    return out
+
+
+def make_card(config: PretrainConfig, model, arrays: list[xr.DataArray], stats: xr.Dataset) -> dict:
+    """The checkpoint card: what a later user needs to feed this encoder correctly."""
+    da = arrays[0]
+    bands = []
+    for i, name in enumerate(da["band"].values.tolist()):
+        entry = {"name": name}
+        for coord, key in (("common_name", "common_name"), ("wavelength", "wavelength_nm"),
+                           ("resolution", "resolution_m")):
+            if coord in da.coords:
+                value = da[coord].values[i]
+                entry[key] = value.item() if hasattr(value, "item") else value
+                if isinstance(entry[key], float) and math.isnan(entry[key]):
+                    entry[key] = None
+        bands.append(entry)
+    return {
+        "method": config.method,
+        "method_config": model.config,
+        "encoder": model.encoder.spec,
+        "embedding_dim": model.encoder.dim,
+        "bands": bands,
+        "sensor": da.attrs.get("sensor", "generic"),
+        "normalization": {"kind": "per-band standardisation, (x - mean) / std",
+                          "mean": stats["mean"].values.tolist(), "std": stats["std"].values.tolist()},
+        "input_dtype": str(da.dtype),
+        "config": dataclasses.asdict(config),
+    }
+
+
+class Trainer:
+    """Runs one pretraining; :func:`pretrain` is the friendly front door."""
+
+    def __init__(self, data, config: PretrainConfig, out, callbacks=(), resume: bool = True):
+        self.config, self.out = config, Path(out)
+        self.callbacks = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in callbacks]
+        self.stop_requested = False
+        self.device = resolve_device(config.device)
+        arrays = training_arrays(data)
+        cfg = config
+        if not cfg.encoder:
+            cfg.encoder = default_encoder(cfg.method)
+        cfg.encoder = {**cfg.encoder, "in_chans": arrays[0].sizes["band"], "img_size": cfg.img_size}
+        patch = cfg.encoder.get("patch_size", 16)
+        if cfg.encoder["name"].startswith("vit") and cfg.img_size % patch:
+            raise DataError(f"patch size {patch} does not divide the {cfg.img_size} px training window; "
+                            f"pick img_size as a multiple of {patch}")
+
+        self.resumed = None
+        if (self.out / "checkpoint" / CHECKPOINT_FILE).exists():
+            if not resume:
+                raise CheckpointError(f"{self.out} already holds a checkpoint; pass resume=True to "
+                                      "continue it, or choose another out folder (nothing was overwritten)")
+            self.resumed = read_checkpoint(self.out / "checkpoint", optimizer=True)
+            self._check_compatible(self.resumed["card"], arrays)
+
+        if self.resumed:  # the run's own statistics, so normalisation never drifts between sessions
+            norm = self.resumed["card"]["normalization"]
+            stats = xr.Dataset({"mean": ("band", norm["mean"]), "std": ("band", norm["std"])},
+                               coords={"band": arrays[0]["band"].values})
+        else:
+            stats = stats_of(arrays[0]) if len(arrays) == 1 else band_stats(arrays)
+        self.stats = stats
+        self.sampler = PatchSampler(arrays, cfg.img_size, stats=stats, max_invalid=cfg.max_invalid)
+        torch.manual_seed(cfg.seed)
+        self.model = build_method(cfg.method, cfg.encoder, cfg.method_config).to(self.device)
+        cfg.method_config = dict(self.model.config)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, betas=(0.9, 0.95))
+        self.card = make_card(cfg, self.model, arrays, stats)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.step, self.history = 0, []
+        if self.resumed:
+            self._restore(self.resumed)
+
+    def _param_groups(self):
+        """No weight decay on biases, norms and position/class tokens (as timm and MAE do)."""
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "token" in name or "pos_embed" in name else decay).append(p)
+        return [{"params": decay, "weight_decay": self.config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def _check_compatible(self, card, arrays):
+        names = arrays[0]["band"].values.tolist()
+        theirs = [b["name"] for b in card["bands"]]
+        problems = []
+        if card["method"] != self.config.method:
+            problems.append(f"method {card['method']!r} (asked: {self.config.method!r})")
+        if theirs != names:
+            problems.append(f"bands {theirs} (data: {names})")
+        if {k: v for k, v in card["encoder"].items()} != self.config.encoder:
+            problems.append(f"encoder {card['encoder']} (asked: {self.config.encoder})")
+        if problems:
+            raise CheckpointError(f"{self.out} holds a checkpoint of another run: " + "; ".join(problems)
+                                  + ". Choose another out folder; nothing was overwritten.")
+
+    def _restore(self, ckpt):
+        self.model.load_state_dict(ckpt["model"])
+        if ckpt.get("optim"):
+            state = ckpt["optim"]
+            groups = self.optimizer.state_dict()["param_groups"]
+            for g, saved in zip(groups, state["param_groups"]):
+                g.update({k: v for k, v in saved.items() if k != "params"})
+            self.optimizer.load_state_dict({"state": {k: {n: t.to(self.device) if n != "step" else t
+                                                          for n, t in v.items()}
+                                                      for k, v in state["state"].items()},
+                                            "param_groups": groups})
+        trainer = ckpt["trainer"] or {}
+        self.step = int(trainer.get("step", 0))
+        self.history = list(trainer.get("history", []))
+        if "numpy_rng" in trainer:
+            self.rng.bit_generator.state = trainer["numpy_rng"]
+        if ckpt.get("rng") is not None:
+            torch.set_rng_state(ckpt["rng"])
+
+    # ------------------------------------------------------------------ the loop
+
+    def save(self) -> Path:
+        state = {"step": self.step, "history": self.history, "numpy_rng": self.rng.bit_generator.state}
+        card = {**self.card, "step": self.step}
+        path = save_checkpoint(self.out / "checkpoint", self.model, card, self.optimizer, state)
+        atomic_write_bytes(self.out / "history.csv", pd.DataFrame(self.history).to_csv(index=False).encode())
+        atomic_write_bytes(self.out / "config.json",
+                           json.dumps(dataclasses.asdict(self.config), indent=2).encode())
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, path)
+        return path
+
+    def fit(self) -> PretrainRun:
+        cfg = self.config
+        self.model.train()
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        use_bf16 = self.device.type == "cuda"  # bf16 autocast is not faster than fp32 on CPU
+        first_std, warned = None, False
+        stopped = False
+        bar = progress(total=cfg.steps, initial=self.step, desc=f"pretrain {cfg.method}", unit="step")
+        try:
+            while self.step < cfg.steps and not self.stop_requested:
+                t0 = time.perf_counter()
+                lr = cfg.lr_at(self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                batch = torch.from_numpy(self.sampler.sample(cfg.batch_size, self.rng)).to(
+                    self.device, non_blocking=True)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss, logs = self.model.training_step(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower lr "
+                                             f"(now {cfg.lr}) or check the data for extreme values")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.step += 1
+                dt = time.perf_counter() - t0
+                row = {"step": self.step, "loss": float(loss.detach()), "lr": lr,
+                       **logs, "images_per_s": cfg.batch_size / dt}
+                self.history.append(row)
+                first_std = first_std or row.get("emb_std")
+                if first_std and not warned and row.get("emb_std", 1.0) < 0.05 * first_std:
+                    warnings.warn(f"step {self.step}: embedding std fell to {row['emb_std']:.2e} "
+                                  f"(from {first_std:.2e}); the embeddings are collapsing", stacklevel=2)
+                    warned = True
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                for cb in self.callbacks:
+                    cb.on_step_end(self, row)
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save()
+        except KeyboardInterrupt:
+            # Stopping a notebook cell is a normal way to end a run: keep what was learned.
+            warnings.warn(f"interrupted at step {self.step}; checkpoint saved, call pretrain again "
+                          "with the same out folder to resume", stacklevel=2)
+            stopped = True
+        finally:
+            bar.close()
+        stopped = stopped or self.stop_requested
+        path = self.save()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        self.model.eval()
+        self.model.card = {**self.card, "step": self.step}
+        return PretrainRun(self.model, pd.DataFrame(self.history), path, cfg, stopped_early=stopped)
+
+
+def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 64, lr: float = 1e-3,
+             encoder: str | dict | None = None, patch_size: int | None = None, img_size: int = 64,
+             out="runs/pretrain", device: str = "auto", callbacks=(), resume: bool = True,
+             seed: int = 0, checkpoint_every: int = 50, warmup_steps: int | None = None,
+             max_invalid: float = 0.0, **method_config) -> PretrainRun:
+    """Pretrain an SSL encoder on scenes, stacks or chips.
+
+    Args:
+        data: DataArray (band, y, x) / (time, band, y, x) / (sample, band, y, x), a Dataset with an
+            ``image`` variable, or a list of them with the same bands (windows drawn from all).
+        method: one of :func:`eossl.methods`.
+        encoder: a short name (``"vit_tiny"``) or a full spec dict; ``patch_size`` overrides its
+            patch size.
+        img_size: training window in pixels.
+        out: run folder; an existing checkpoint there is resumed (``resume=False`` refuses instead).
+        callbacks: :class:`Callback` objects or functions ``fn(logs)`` called after every step.
+        **method_config: method settings, e.g. ``mask_ratio=0.75`` for the MAE.
+    """
+    spec = default_encoder(method)
+    if isinstance(encoder, str):
+        spec = {"name": encoder, "patch_size": spec.get("patch_size", 16)}
+    elif isinstance(encoder, dict):
+        spec = dict(encoder)
+    if patch_size is not None:
+        spec["patch_size"] = patch_size
+    config = PretrainConfig(method=method, encoder=spec, method_config=method_config, steps=steps,
+                            batch_size=batch_size, lr=lr, img_size=img_size, seed=seed, device=device,
+                            checkpoint_every=checkpoint_every, max_invalid=max_invalid,
+                            warmup_steps=min(20, max(1, steps // 10)) if warmup_steps is None else warmup_steps)
+    return Trainer(data, config, out, callbacks=callbacks, resume=resume).fit()
