@@ -85,22 +85,82 @@ def plot_history(history, ax=None, keys=("loss",)):
     return ax
 
 
-def show_reconstructions(model, batch, bands_idx=None, n: int = 4, mask_ratio: float | None = None):
-    """MAE pictures: input, what the encoder saw, the reconstruction. ``batch`` is a normalised
-    (B, C, H, W) tensor; ``bands_idx`` picks the three bands shown as RGB."""
+def show_reconstructions(model, data, bands_idx=None, n: int = 4, mask_ratio: float | None = None,
+                         seed: int = 0):
+    """MAE pictures: the input, what the encoder saw, and the reconstruction, for ``n`` images.
+
+    ``data`` is chips (sample, band, y, x) as a DataArray (normalised here with the model's card,
+    true-colour bands found by name) or an already normalised (B, C, H, W) tensor/array, with
+    ``bands_idx`` the three band indices to show.
+    """
     import torch
-    x = torch.as_tensor(batch[:n])
-    masked, pasted, _ = model.reconstruct(x, mask_ratio)
+    if isinstance(data, xr.DataArray):
+        from eossl.analysis.embed import match_bands
+        from eossl.data.normalize import normalize_array
+        card = model.card
+        da = match_bands(data, card)
+        picks = np.random.default_rng(seed).choice(da.sizes["sample"], min(n, da.sizes["sample"]), replace=False)
+        da = da.isel(sample=np.sort(picks))
+        bands = rgb_bands(da)
+        bands_idx = [da["band"].values.tolist().index(b) for b in bands]
+        values = normalize_array(da.transpose("sample", "band", "y", "x").values,
+                                 card["normalization"]["mean"], card["normalization"]["std"], 1)
+        data = np.nan_to_num(values)
+    torch.manual_seed(seed)
+    x = torch.as_tensor(np.asarray(data[:n]), dtype=torch.float32)
+    masked, pasted, mask_img = model.reconstruct(x, mask_ratio)
+    masked = masked.masked_fill(mask_img.bool(), float("nan"))  # hidden patches show as blank
     idx = list(bands_idx) if bands_idx is not None else [0, 1, 2]
     fig, axes = plt.subplots(3, len(x), figsize=(2.2 * len(x), 6.6), squeeze=False)
     for j in range(len(x)):
+        lo, hi = np.percentile(x[j, idx].permute(1, 2, 0).numpy(), (2, 98), axis=(0, 1))
         for i, (img, name) in enumerate(((x, "input"), (masked, "visible to the encoder"),
                                          (pasted, "reconstruction"))):
             rgb = img[j, idx].permute(1, 2, 0).numpy()
-            lo, hi = np.percentile(x[j, idx].permute(1, 2, 0).numpy(), (2, 98), axis=(0, 1))
             axes[i, j].imshow(np.clip((rgb - lo) / np.where(hi > lo, hi - lo, 1), 0, 1))
             axes[i, j].set_axis_off()
             if j == 0:
                 axes[i, j].set_title(name, fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def show_labels(labels: xr.DataArray, ax=None, classes: dict | None = None, title: str = "labels"):
+    """A categorical map (y, x) with one colour per class and a legend (class names from
+    ``classes`` or the array's ``classes`` attribute)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    classes = classes or labels.attrs.get("classes") or {}
+    values = labels.values
+    present = [v for v in np.unique(values[np.isfinite(values)] if values.dtype.kind == "f" else values)]
+    cmap = plt.get_cmap("tab10")
+    index = np.full(values.shape, np.nan)
+    for i, v in enumerate(present):
+        index[values == v] = i
+    ax.imshow(index, cmap=ListedColormap([cmap(i % 10) for i in range(len(present))]),
+              vmin=-0.5, vmax=len(present) - 0.5, extent=_extent(labels), interpolation="nearest")
+    names = {int(k): v for k, v in classes.items()}
+    ax.legend(handles=[Patch(color=cmap(i % 10), label=names.get(int(v), str(v))) for i, v in enumerate(present)],
+              fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    ax.set_title(title)
+    ax.set_axis_off()
+    return ax
+
+
+def show_chips(chips: xr.DataArray, per_class: int = 1, max_classes: int = 10, bands=None):
+    """A gallery of chips in true colour, ``per_class`` per label, titled by class."""
+    bands = bands or rgb_bands(chips)
+    labels = chips["label"].values if "label" in chips.coords else np.array(["chip"] * chips.sizes["sample"])
+    classes = list(dict.fromkeys(labels))[:max_classes]
+    picks = [i for c in classes for i in np.flatnonzero(labels == c)[:per_class]]
+    fig, axes = plt.subplots(per_class, len(classes), figsize=(1.6 * len(classes), 1.8 * per_class),
+                             squeeze=False)
+    for k, i in enumerate(picks):
+        ax = axes[k % per_class, k // per_class]
+        ax.imshow(rgb_array(chips.isel(sample=i), bands))
+        ax.set_title(str(labels[i])[:14], fontsize=8)
+    for ax in axes.ravel():
+        ax.set_axis_off()
     fig.tight_layout()
     return fig

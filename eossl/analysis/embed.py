@@ -54,10 +54,16 @@ def check_units(da: xr.DataArray, card: dict, sample: np.ndarray | None = None) 
     std = np.asarray(card["normalization"]["std"], dtype="float64")
     values = sample if sample is not None else da.transpose("band", ...).values.reshape(len(mean), -1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bands, log10(0)
         median = np.nanmedian(values.astype("float64"), axis=1)
-    z = np.abs(median - mean) / std
-    if np.nanmedian(z) > 10:
+        z = np.nanmedian(np.abs(median - mean) / std)
+        # A shift of many std, or a factor of 10+ in scale: reflectance vs DN differs by 1e4 but
+        # only ~2 std on the wide distributions of real scenes, so the z-score alone misses it.
+        # The ratio is only meaningful for bands whose training mean is well away from zero.
+        away = np.abs(mean) > 0.5 * std
+        ratio = np.abs(np.log10(np.abs(median[away]) / np.abs(mean[away])))
+        scale = np.nanmedian(ratio) if ratio.size else np.nan
+    if z > 10 or scale > 1:
         warnings.warn(
             f"the data's values do not look like what the model was trained on: band medians "
             f"{np.round(median[:4], 3).tolist()}... vs training means {np.round(mean[:4], 3).tolist()}... "
@@ -177,7 +183,8 @@ def _grid_to_xarray(da, grid, p, card) -> xr.DataArray:
     out = xr.DataArray(grid, dims=("y", "x", "dim"), name="embedding", attrs=_attrs(card))
     crs = da.rio.crs if "x" in da.coords else None
     if "x" in da.coords and "y" in da.coords:
-        transform = da.rio.transform() * Affine.scale(p)
+        t = da.rio.transform()  # scaled by p (no `*` on Affine: deprecated in affine 3)
+        transform = Affine(t.a * p, t.b * p, t.c, t.d * p, t.e * p, t.f)
         xs = transform.c + transform.a * (np.arange(cols) + 0.5)
         ys = transform.f + transform.e * (np.arange(rows) + 0.5)
         out = out.assign_coords(x=xs, y=ys)

@@ -69,8 +69,8 @@ RGB_COMMON_NAMES = ("red", "green", "blue")
 _SENSOR_HINTS = [
     (re.compile(r"MSIL2A|_L2A_|sentinel-?2.*l2a", re.I), "sentinel2_l2a"),
     (re.compile(r"MSIL1C|MSI_L1C|_L1C_|sentinel-?2", re.I), "sentinel2_l1c"),
-    (re.compile(r"\bLC0?[89]|OLI|landsat[ _-]?[89]", re.I), "landsat8"),
-    (re.compile(r"\bLE0?7|ETM|landsat[ _-]?7", re.I), "landsat7"),
+    (re.compile(r"\bLC0?[89]|(?<![a-z])OLI(?![a-z])|landsat[ _-]?[89]", re.I), "landsat8"),
+    (re.compile(r"\bLE0?7|(?<![a-z])ETM(?![a-z])|landsat[ _-]?7", re.I), "landsat7"),
     (re.compile(r"\bLT0?[45]|\bTM\b|landsat[ _-]?[45]", re.I), "landsat5"),
 ]
 

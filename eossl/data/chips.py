@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from eossl.data.scenes import _file_metadata, _identify_bands
 from eossl.errors import DataError
 
 CHIP_SUFFIXES = (".tif", ".tiff")
+
+
+def _natural_key(path: Path):
+    """Sort key comparing digit runs as numbers: a_2 < a_10 < b_1."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.stem)]
 
 
 def open_chips(folder, *, bands=None, sensor: str | None = None, classes=None,
@@ -43,7 +49,7 @@ def open_chips(folder, *, bands=None, sensor: str | None = None, classes=None,
     files, labels = [], []
     for d in class_dirs:
         chips = sorted((p for p in d.iterdir() if p.suffix.lower() in CHIP_SUFFIXES),
-                       key=lambda p: (len(p.stem), p.stem))  # Forest_2 before Forest_10
+                       key=_natural_key)  # Forest_2 before Forest_10
         files += chips[:max_per_class]
         labels += [d.name] * len(chips[:max_per_class])
     if not files:

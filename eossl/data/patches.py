@@ -66,9 +66,9 @@ def _windows_to_xarray(da, images, picks, size) -> xr.DataArray:
     coords.update(row=("sample", rows), col=("sample", cols), source_index=("sample", n_idx))
     if da.ndim == 3 or "sample" not in da.dims:
         xs, ys = da["x"].values, da["y"].values
-        centre = size // 2
-        coords.update(x_center=("sample", xs[cols + centre] if len(cols) else xs[:0]),
-                      y_center=("sample", ys[rows + centre] if len(rows) else ys[:0]))
+        # midway between the first and last pixel centres: the window's centre for odd and even sizes
+        coords.update(x_center=("sample", (xs[cols] + xs[cols + size - 1]) / 2 if len(cols) else xs[:0]),
+                      y_center=("sample", (ys[rows] + ys[rows + size - 1]) / 2 if len(rows) else ys[:0]))
     lead = [d for d in da.dims if d not in ("band", "y", "x")]
     if lead and lead[0] in da.coords:
         coords[lead[0]] = ("sample", da[lead[0]].values[n_idx])
@@ -162,6 +162,11 @@ class PatchSampler:
         self.bands, self.size, self.augment = bands, size, augment
         self.stats = stats if stats is not None else stats_of(sources[0]) if len(sources) == 1 \
             else _pooled_stats(sources)
+        if "band" in self.stats.coords:  # statistics in another band order, or of more bands
+            missing = [b for b in bands if b not in self.stats["band"].values.tolist()]
+            if missing:
+                raise DataError(f"the statistics have no entry for bands {missing}")
+            self.stats = self.stats.sel(band=bands)
         self.pickers, weights = [], []
         for s in sources:
             images, _ = _as_images(s)

@@ -234,7 +234,11 @@ def _open_band_files(files, *, sensor, bands, masked, chunks, resampling) -> xr.
         if layer.rio.shape != ref.rio.shape or layer.rio.transform() != ref.rio.transform():
             layer = layer.rio.reproject_match(ref, resampling=Resampling[resampling])
         aligned.append(layer.isel(band=0, drop=True))
+    # Reprojected bands carry a fill value for pixels they do not cover; use it for the whole scene
+    # whatever the order of the files (not only when the first file happened to be reprojected).
+    nodata = next((a.rio.nodata for a in aligned if a.rio.nodata is not None), None)
     da = xr.concat(aligned, dim="band", join="override", combine_attrs="override")
+    da = da.rio.write_nodata(nodata, encoded=False)
     da = da.rio.write_crs(ref.rio.crs) if ref.rio.crs else da
     if sensor and all(n in {b.name for b in bandtab.sensor_bands(sensor)} for n in names):
         order = [b.name for b in bandtab.sensor_bands(sensor) if b.name in names]

@@ -44,9 +44,12 @@ class Encoder(nn.Module):
         if self.is_vit:
             # fc_norm=False: the final LayerNorm acts on every token, so pooled and per-patch
             # features live in the same space; dynamic_img_size: embed windows of any size.
-            self.model = timm.create_model(
-                arch, pretrained=False, in_chans=in_chans, img_size=img_size, patch_size=patch_size,
-                num_classes=0, global_pool="avg", fc_norm=False, dynamic_img_size=True, **timm_kwargs)
+            try:
+                self.model = timm.create_model(
+                    arch, pretrained=False, in_chans=in_chans, img_size=img_size, patch_size=patch_size,
+                    num_classes=0, global_pool="avg", fc_norm=False, dynamic_img_size=True, **timm_kwargs)
+            except RuntimeError as err:
+                raise ValueError(f"unknown encoder {name!r}: {err}; try one of {available_encoders()}") from None
             self.patch_size = patch_size
             self.num_prefix_tokens = self.model.num_prefix_tokens
         else:

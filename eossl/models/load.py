@@ -21,7 +21,11 @@ def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
         model = build_method(card["method"], card["encoder"], card.get("method_config"))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{ckpt['file']}: its card describes a model eossl cannot build ({err})") from None
-    result = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        result = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as err:  # same names, other shapes (e.g. another embed_dim)
+        raise CheckpointError(f"{ckpt['file']}: weights do not fit the {card['method']} / "
+                              f"{card['encoder'].get('name')} architecture in its card ({err})") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{ckpt['file']}: weights do not fit the {card['method']} / {card['encoder'].get('name')} "
