@@ -53,6 +53,8 @@ def check_units(da: xr.DataArray, card: dict, sample: np.ndarray | None = None) 
     mean = np.asarray(card["normalization"]["mean"], dtype="float64")
     std = np.asarray(card["normalization"]["std"], dtype="float64")
     values = sample if sample is not None else da.transpose("band", ...).values.reshape(len(mean), -1)
+    if values.shape[1] > 100_000:  # a median of 10^5 pixels per band is plenty, and 10x cheaper
+        values = values[:, :: values.shape[1] // 100_000]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bands, log10(0)
         median = np.nanmedian(values.astype("float64"), axis=1)

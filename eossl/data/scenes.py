@@ -51,8 +51,9 @@ def open_scene(source, *, sensor: str | None = None, bands=None, masked: bool = 
             raise DataError(f"{source}: folder holds no band files named like '*_B02.tif'")
     else:
         return _open_one(source, sensor=sensor, bands=bands, masked=masked, chunks=chunks)
-    if len(files) == 1:
+    if len(files) == 1 and (bands is not None or not _BAND_IN_NAME.search(files[0].stem)):
         return _open_one(files[0], sensor=sensor, bands=bands, masked=masked, chunks=chunks)
+    # (a lone *_B02.tif still goes through the band-file path, which names its band B02)
     return _open_band_files(files, sensor=sensor, bands=bands, masked=masked, chunks=chunks,
                             resampling=resampling)
 
@@ -146,6 +147,7 @@ def _identify_bands(path, count, sensor, bands, meta) -> tuple[str | None, list]
     if bands is not None:
         if len(bands) != count:
             raise DataError(f"{path}: {count} bands in the file but {len(bands)} band names given")
+        sensor = sensor or _sensor_from_band_names(list(bands))  # as for band descriptions
         return sensor, bandtab.lookup(sensor, list(bands))
     desc = meta["descriptions"]
     if all(desc) and len(set(desc)) == count:
