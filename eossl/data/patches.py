@@ -90,6 +90,8 @@ def grid_patches(da: xr.DataArray, size: int, stride: int | None = None,
     stride = stride or size
     images, _ = _as_images(da)
     table = _valid_integral(images)
+    if table[:, -1, -1].sum() == 0:
+        raise DataError(f"{da.attrs.get('source', 'the scene')}: every pixel is NaN or nodata; no patches")
     h, w = images.shape[2:]
     rows, cols = np.meshgrid(np.arange(0, h - size + 1, stride), np.arange(0, w - size + 1, stride),
                              indexing="ij")
@@ -145,7 +147,7 @@ class PatchSampler:
     Several sources may be mixed (e.g. unlabeled chips and a scene with the same bands); each
     batch draws windows from all of them in proportion to their pixel count. Dates of a stack are
     treated as separate images. NaN / nodata pixels that remain (``max_invalid`` > 0) become 0
-    after normalisation, i.e. the band mean, and are reported in the batch's valid mask.
+    after normalisation, i.e. the band mean.
     """
 
     def __init__(self, data, size: int, stats: xr.Dataset | None = None, max_invalid: float = 0.0,

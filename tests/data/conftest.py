@@ -52,7 +52,8 @@ def write_envi(data_path, data, *, wavelengths_um, sensor_type="Landsat ETM", re
         f"samples = {w}\nlines   = {h}\nbands   = {count}\nheader offset = 0\n"
         "file type = ENVI Standard\ndata type = 1\ninterleave = bsq\n"
         f"sensor type = {sensor_type}\nbyte order = 0\n"
-        f"map info = {{UTM, 1.000, 1.000, {x0:.3f}, {y0:.3f}, {res}, {res}, 33, North, WGS-84, units=Meters}}\n"
+        f"map info = {{UTM, 1.000, 1.000, {x0:.3f}, {y0:.3f}, {res}, {res}, 33, North, WGS-84, "
+        "units=Meters}\n"
         "wavelength units = Micrometers\n"
         f"band names = {{{names}}}\n"
         f"wavelength = {{{wl}}}\n")
