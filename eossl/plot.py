@@ -153,13 +153,13 @@ def show_chips(chips: xr.DataArray, per_class: int = 1, max_classes: int = 10, b
     bands = bands or rgb_bands(chips)
     labels = chips["label"].values if "label" in chips.coords else np.array(["chip"] * chips.sizes["sample"])
     classes = list(dict.fromkeys(labels))[:max_classes]
-    picks = [i for c in classes for i in np.flatnonzero(labels == c)[:per_class]]
     fig, axes = plt.subplots(per_class, len(classes), figsize=(1.6 * len(classes), 1.8 * per_class),
                              squeeze=False)
-    for k, i in enumerate(picks):
-        ax = axes[k % per_class, k // per_class]
-        ax.imshow(rgb_array(chips.isel(sample=i), bands))
-        ax.set_title(str(labels[i])[:14], fontsize=8)
+    for col, c in enumerate(classes):  # one column per class, even when a class has fewer chips
+        for row, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
+            ax = axes[row, col]
+            ax.imshow(rgb_array(chips.isel(sample=i), bands))
+            ax.set_title(str(labels[i])[:14], fontsize=8)
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.tight_layout()

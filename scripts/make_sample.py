@@ -81,12 +81,15 @@ def slovenia(shared: Path):
     xs, ys = [p[0] for p in ring], [p[1] for p in ring]
     h, w = lulc.shape
     transform = from_bounds(min(xs), min(ys), max(xs), max(ys), w, h)
+    # eo-learn stores the canonical Sentinel-2 order (B8A after B08), not EuroSAT's: the band
+    # values say so (index 10 is ~0.001, the cirrus band B10; index 8 is NIR-bright, B8A).
+    s2 = [b.name for b in sensor_bands("sentinel2_l1c")]
     wl = {b.name: b.wavelength_nm for b in sensor_bands("sentinel2_l1c")}
     # L1C digital numbers are reflectance x 10000: store as uint16 DN, the unit of EuroSAT-MS.
     dn = np.clip(np.round(scenes * 10000), 0, 65535).astype("uint16")
     for t in range(dn.shape[0]):
         _write(out / f"slovenia_date{t + 1}.tif", dn[t].transpose(2, 0, 1), "EPSG:32633", transform,
-               list(EUROSAT_MS_BANDS), [wl[n] for n in EUROSAT_MS_BANDS], {"SENSOR": "Sentinel-2 L1C"})
+               s2, [wl[n] for n in s2], {"SENSOR": "Sentinel-2 L1C"})
     _write(out / "lulc.tif", lulc.astype("uint8")[None], "EPSG:32633", transform, ["lulc"],
            tags={"CLASSES": "0=no data,1=cultivated land,2=forest,3=grassland,4=shrubland,"
                             "8=artificial surface"})

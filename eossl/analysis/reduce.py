@@ -63,7 +63,8 @@ def umap(emb: xr.DataArray, n_components: int = 2, n_neighbors: int = 15, min_di
     if pca_dims and values.shape[1] > pca_dims and n > pca_dims:
         values = PCA(n_components=pca_dims, random_state=seed).fit_transform(values)
     reducer = umap_learn.UMAP(n_components=n_components, n_neighbors=min(n_neighbors, n - 1),
-                              min_dist=min_dist, metric=metric, random_state=seed)
+                              min_dist=min_dist, metric=metric, random_state=seed,
+                              n_jobs=1)  # what a fixed random_state implies anyway, without a warning
     points = reducer.fit_transform(values)  # (N, n_components)
     coords = {}
     if emb.ndim == 2:

@@ -141,6 +141,19 @@ class _WindowPicker:
         return out[:n]
 
 
+def align_bands(sources: list[xr.DataArray]) -> list[xr.DataArray]:
+    """Put every source in the first one's band order (EuroSAT files keep B8A last, most
+    Sentinel-2 products put it after B08); sources with other band sets are an error."""
+    bands = sources[0]["band"].values.tolist()
+    out = [sources[0]]
+    for s in sources[1:]:
+        theirs = s["band"].values.tolist()
+        if sorted(theirs) != sorted(bands):
+            raise DataError(f"sources have different bands: {bands} vs {theirs}")
+        out.append(s if theirs == bands else s.sel(band=bands))
+    return out
+
+
 class PatchSampler:
     """Normalised random training windows ``(B, C, size, size)`` from scenes, stacks and chip sets.
 
@@ -155,10 +168,8 @@ class PatchSampler:
         sources = list(data) if isinstance(data, (list, tuple)) else [data]
         if not sources:
             raise DataError("no data given to sample patches from")
+        sources = align_bands(sources)
         bands = sources[0]["band"].values.tolist()
-        for s in sources[1:]:
-            if s["band"].values.tolist() != bands:
-                raise DataError(f"sources have different bands: {bands} vs {s['band'].values.tolist()}")
         for s in sources:
             _check_size(s, size)
         self.bands, self.size, self.augment = bands, size, augment

@@ -23,7 +23,7 @@ import torch
 import xarray as xr
 
 from eossl.data.normalize import band_stats, stats_of
-from eossl.data.patches import PatchSampler
+from eossl.data.patches import PatchSampler, align_bands
 from eossl.errors import CheckpointError, DataError
 from eossl.models.registry import build_method, default_encoder
 from eossl.progress import progress
@@ -120,7 +120,7 @@ def training_arrays(data) -> list[xr.DataArray]:
             raise DataError(f"cannot train on {type(item).__name__}; give a DataArray with a 'band' "
                             "dimension (from eossl.open_scene, open_stack, open_chips or load_sample)")
         out.append(item)
-    return out
+    return align_bands(out)
 
 
 def make_card(config: PretrainConfig, model, arrays: list[xr.DataArray], stats: xr.Dataset) -> dict:

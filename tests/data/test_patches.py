@@ -333,3 +333,15 @@ def test_sampler_sources_with_different_bands(chips, taizhou):
 def test_sampler_needs_data():
     with pytest.raises(DataError, match="no data given"):
         PatchSampler([], 16)
+
+
+def test_align_bands_reorders_by_name_and_refuses_other_sets(chips, slovenia):
+    from eossl.data.patches import align_bands
+    stack = slovenia["image"]  # canonical Sentinel-2 order; the chips keep EuroSAT's B8A-last order
+    assert stack["band"].values.tolist() != chips["band"].values.tolist()
+    aligned = align_bands([chips, stack])
+    assert aligned[0] is chips
+    assert aligned[1]["band"].values.tolist() == chips["band"].values.tolist()
+    np.testing.assert_array_equal(aligned[1].sel(band="B8A").values, stack.sel(band="B8A").values)
+    with pytest.raises(DataError, match="different bands"):
+        align_bands([chips, stack.isel(band=slice(0, 12))])

@@ -15,7 +15,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 import eossl
 from eossl.data import samples
-from eossl.data.bands import EUROSAT_MS_BANDS
+from eossl.data.bands import EUROSAT_MS_BANDS, sensor_bands
 from eossl.datasets import (CHANGE_CLASSES, LULC_CLASSES, list_samples, load_sample,
                             sample_dir)
 
@@ -101,7 +101,12 @@ def test_slovenia_sample(slovenia):
     image, lulc = slovenia["image"], slovenia["lulc"]
     assert image.dims == ("time", "band", "y", "x") and image.shape == (5, 13, 101, 100)
     assert image.dtype == np.uint16
-    assert image["band"].values.tolist() == list(EUROSAT_MS_BANDS)
+    # eo-learn keeps the canonical Sentinel-2 order (B8A after B08), unlike EuroSAT
+    assert image["band"].values.tolist() == [b.name for b in sensor_bands("sentinel2_l1c")]
+    assert sorted(image["band"].values.tolist()) == sorted(EUROSAT_MS_BANDS)
+    # the values agree: B10 (cirrus) is dark, B8A (narrow NIR) is bright over this forest
+    median = image.isel(time=3).median(["y", "x"])
+    assert median.sel(band="B10") < 50 and median.sel(band="B8A") > median.sel(band="B04") * 3
     assert image.time.values.tolist() == [0, 1, 2, 3, 4]  # the five scenes are undated
     assert lulc.dims == ("y", "x") and lulc.dtype == np.uint8
     assert set(np.unique(lulc.values).tolist()) <= set(LULC_CLASSES)
@@ -120,7 +125,7 @@ def test_slovenia_sample(slovenia):
 
 def test_slovenia_sample_matches_shared_data(slovenia, shared_data):
     src = shared_data / "eolearn_patch"
-    reflectance = np.load(src / "REFERENCE_SCENES.npy")  # (T, H, W, C), band order B01..B12, B8A
+    reflectance = np.load(src / "REFERENCE_SCENES.npy")  # (T, H, W, C), B01..B08, B8A, B09..B12
     dn = np.clip(np.round(reflectance * 10000), 0, 65535).astype("uint16").transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(slovenia["image"].values, dn)
     np.testing.assert_array_equal(slovenia["lulc"].values, np.load(src / "LULC.npy")[..., 0])

@@ -7,7 +7,7 @@ import torch
 
 from eossl.models.backbones import ALIASES, Encoder, available_encoders
 
-from conftest import TINY_ENCODER
+from _tiny import TINY_ENCODER
 
 
 def _tiny_vit(in_chans, img_size=64):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ENCODER
+from _tiny import TINY_ENCODER
 from eossl.models.backbones import Encoder
 from eossl.models.mae import MAE, sincos_pos_embed
 

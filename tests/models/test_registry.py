@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import eossl
-from conftest import TINY_ENCODER
+from _tiny import TINY_ENCODER
 from eossl.models.mae import MAE
 from eossl.models.registry import build_method, default_encoder, methods
 

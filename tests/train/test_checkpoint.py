@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import eossl.train.checkpoint as ckpt_mod
-from conftest import TINY_ENCODER
+from _tiny import TINY_ENCODER
 from eossl.errors import CheckpointError
 from eossl.models.registry import build_method
 from eossl.train.checkpoint import (CARD_FILE, CHECKPOINT_FILE, FORMAT, atomic_write_bytes,

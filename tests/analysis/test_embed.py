@@ -1,0 +1,217 @@
+"""eossl.embed: chips, scenes and stacks to embeddings aligned with their data."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from affine import Affine
+
+import eossl
+from _tiny import TINY_ENCODER
+from eossl.errors import CheckpointError, DataError
+from eossl.models.registry import build_method
+
+P = TINY_ENCODER["patch_size"]
+D = TINY_ENCODER["embed_dim"]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_run):
+    return tiny_run.model
+
+
+@pytest.fixture(scope="module")
+def scene(slovenia, model):
+    """One date of the Slovenia stack: (band, y, x), 101 x 100 px with CRS and transform, in the
+    model's band order (the file has the canonical Sentinel-2 order, the chips EuroSAT's)."""
+    return slovenia["image"].isel(time=0).sel(band=[b["name"] for b in model.card["bands"]])
+
+
+def _normalise(model, values, band_axis=0):
+    norm = model.card["normalization"]
+    shape = [1] * values.ndim
+    shape[band_axis] = -1
+    mean = np.asarray(norm["mean"], dtype="float32").reshape(shape)
+    std = np.asarray(norm["std"], dtype="float32").reshape(shape)
+    return (values.astype("float32") - mean) / std
+
+
+@torch.no_grad()
+def _feature_map(model, window):
+    """(C, H, W) normalised -> (H/p, W/p, D) straight from the encoder."""
+    x = torch.from_numpy(np.ascontiguousarray(window))[None]
+    return model.encoder.feature_map(x)[0].permute(1, 2, 0).numpy()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Fail on any warning (the unit check must not fire on data in the right units)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)  # affine's `*` in rioxarray
+        yield
+
+
+# ----------------------------------------------------------------------------- chips
+
+def test_chips_give_one_vector_per_chip_keeping_labels(model, chips):
+    emb = eossl.embed(model, chips, batch_size=50)
+    assert emb.dims == ("sample", "dim") and emb.shape == (120, D)
+    np.testing.assert_array_equal(emb["label"].values, chips["label"].values)
+    np.testing.assert_array_equal(emb["file"].values, chips["file"].values)
+    assert emb.attrs["method"] == "mae" and emb.attrs["bands"] == chips["band"].values.tolist()
+    assert np.isfinite(emb.values).all()
+    # the pooled encoder output of each chip normalised with the card's statistics
+    with torch.no_grad():
+        x = torch.from_numpy(_normalise(model, chips.isel(sample=[0, 57, 119]).values, band_axis=1))
+        direct = model.encoder(x).numpy()
+    np.testing.assert_allclose(emb.values[[0, 57, 119]], direct, rtol=1e-4, atol=1e-5)
+    # different chips, different vectors
+    assert np.abs(emb.values[0] - emb.values[119]).max() > 1e-3
+
+
+def test_bands_in_another_order_are_reordered(model, chips):
+    few = chips.isel(sample=slice(0, 120, 12))
+    shuffled = few.isel(band=[12, 3, 0, 7, 1, 11, 5, 2, 9, 4, 10, 6, 8])
+    assert shuffled["band"].values.tolist() != few["band"].values.tolist()
+    np.testing.assert_array_equal(eossl.embed(model, shuffled).values, eossl.embed(model, few).values)
+
+
+def test_missing_bands_are_named(model, chips, taizhou):
+    with pytest.raises(CheckpointError, match=r"missing \['B10', 'B8A'\]"):
+        eossl.embed(model, chips.drop_sel(band=["B10", "B8A"]))
+    with pytest.raises(CheckpointError, match="missing") as info:
+        eossl.embed(model, taizhou)  # Landsat 7 bands B1..B7 for a Sentinel-2 model
+    assert "'B01'" in str(info.value) and "'B1'" in str(info.value)
+
+
+def test_reflectance_given_to_a_dn_model_warns_about_units(model, chips):
+    few = chips.isel(sample=slice(0, 120, 12))
+    with pytest.warns(UserWarning, match="units"):
+        eossl.embed(model, few / 10000.0)
+    with pytest.warns(UserWarning, match="units"):
+        eossl.embed(model, few.astype("float32") + 50000)  # an offset of many std
+    with _quiet():
+        eossl.embed(model, few / 10000.0, check_values=False)
+        eossl.embed(model, few)  # the right units: no warning
+
+
+def test_no_unit_warning_for_other_scenes_in_the_same_units(model, scene):
+    with _quiet():
+        eossl.embed(model, scene)
+
+
+# ----------------------------------------------------------------------------- scenes
+
+def test_scene_gives_a_map_on_the_patch_grid(model, scene):
+    emb = eossl.embed(model, scene)
+    H, W = scene.sizes["y"], scene.sizes["x"]
+    assert emb.dims == ("y", "x", "dim") and emb.shape == (H // P, W // P, D)
+    assert np.isfinite(emb.values).all()
+    assert emb.rio.crs == scene.rio.crs and emb.rio.crs is not None
+    t = scene.rio.transform()
+    expected = Affine(t.a * P, t.b, t.c, t.d, t.e * P, t.f)
+    assert emb.rio.transform().almost_equals(expected, precision=1e-6)
+    # coordinates are patch centres: the mean of the pixel centres under each patch
+    xs = scene["x"].values[:(W // P) * P].reshape(-1, P).mean(axis=1)
+    ys = scene["y"].values[:(H // P) * P].reshape(-1, P).mean(axis=1)
+    np.testing.assert_allclose(emb["x"].values, xs, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(emb["y"].values, ys, rtol=0, atol=1e-6)
+    assert emb.attrs["patch_size"] == P
+
+
+def test_scene_of_exactly_one_window_equals_the_encoder_output(model, chips):
+    one = chips.isel(sample=5)  # 64 x 64 = the training window, no coordinates
+    emb = eossl.embed(model, one)
+    assert emb.shape == (64 // P, 64 // P, D)
+    direct = _feature_map(model, _normalise(model, one.values))
+    np.testing.assert_allclose(emb.values, direct, rtol=1e-4, atol=1e-5)
+
+
+def test_tiles_are_placed_where_they_came_from(model, scene):
+    """101 x 100 px -> 96 x 96 px in 64 px windows at 0 and 32 (the last flush with the edge)."""
+    emb = eossl.embed(model, scene).values  # (12, 12, D)
+    arr = _normalise(model, scene.values.astype("float32"))[:, :96, :96]
+    top_left = _feature_map(model, arr[:, :64, :64])
+    top_right = _feature_map(model, arr[:, :64, 32:96])
+    bottom_right = _feature_map(model, arr[:, 32:96, 32:96])
+    np.testing.assert_allclose(emb[:4, :4], top_left[:4, :4], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(emb[:4, 8:], top_right[:4, 4:], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(emb[4:, 4:], bottom_right, rtol=1e-4, atol=1e-5)
+    # window=32: four 32 px tiles per row, no overlap
+    small = eossl.embed(model, scene, window=32).values
+    for r in range(3):
+        for c in range(3):
+            tile = _feature_map(model, arr[:, 32 * r:32 * (r + 1), 32 * c:32 * (c + 1)])
+            np.testing.assert_allclose(small[4 * r:4 * (r + 1), 4 * c:4 * (c + 1)], tile, rtol=1e-4, atol=1e-5)
+
+
+def test_stack_gives_time_y_x_dim(model, slovenia, scene):
+    stack = slovenia["image"].isel(time=[0, 3])
+    emb = eossl.embed(model, stack)
+    assert emb.dims == ("time", "y", "x", "dim") and emb.shape == (2, 12, 12, D)
+    np.testing.assert_array_equal(emb["time"].values, stack["time"].values)
+    np.testing.assert_allclose(emb.isel(time=0).values, eossl.embed(model, scene).values, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(emb.isel(time=0).values, emb.isel(time=1).values)
+    assert emb.rio.crs == scene.rio.crs
+
+
+def test_dataset_input_uses_its_image(model, slovenia):
+    small = slovenia.isel(time=[1])
+    np.testing.assert_array_equal(eossl.embed(model, small).values, eossl.embed(model, small["image"]).values)
+
+
+def test_nan_pixels_blank_exactly_their_patches(model, scene):
+    da = scene.astype("float32").copy()
+    hits = [(10, 20), (63, 0), (95, 95), (99, 3)]  # (99, 3) lies in the cropped-off rows
+    for y, x in hits:
+        da[:, y, x] = np.nan
+    da[4, 50, 70] = np.nan  # one band is enough
+    emb = eossl.embed(model, da).values
+    expected = np.zeros((12, 12), bool)
+    for y, x in [(10, 20), (63, 0), (95, 95), (50, 70)]:
+        expected[y // P, x // P] = True
+    assert (np.isnan(emb).all(axis=-1) == expected).all()
+    assert np.isfinite(emb[~expected]).all()
+
+
+def test_nodata_value_counts_as_missing(model, chips):
+    one = chips.isel(sample=0).copy()
+    one[:, 0, 0] = 0
+    one.attrs["nodata"] = 0
+    emb = eossl.embed(model, one).values
+    assert np.isnan(emb[0, 0]).all() and np.isfinite(emb.reshape(-1, D)[1:]).all()
+
+
+def test_all_nan_scene_is_a_data_error(model, scene):
+    empty = xr.full_like(scene, np.nan, dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(DataError, match="every pixel is NaN"):
+            eossl.embed(model, empty)
+
+
+def test_scene_smaller_than_a_patch_is_a_data_error(model, scene):
+    with pytest.raises(DataError, match="smaller than one"):
+        eossl.embed(model, scene.isel(y=slice(0, P - 1)))
+
+
+def test_model_without_card_is_refused(chips):
+    bare = build_method("mae", {**TINY_ENCODER, "in_chans": 13, "img_size": 64})
+    for m in (bare, bare.encoder):
+        with pytest.raises(CheckpointError, match="no card"):
+            eossl.embed(m, chips.isel(sample=[0]))
+
+
+def test_data_without_bands_is_refused(model, chips):
+    with pytest.raises(DataError, match="band"):
+        eossl.embed(model, chips.values)
+    with pytest.raises(DataError, match="band"):
+        eossl.embed(model, chips.isel(sample=0, band=0))
+    with pytest.raises(DataError, match="cannot embed"):
+        eossl.embed(model, chips.isel(sample=0, y=0))  # (band, x)

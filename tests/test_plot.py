@@ -1,0 +1,161 @@
+"""Matplotlib helpers on the bundled sample (Agg backend): each draws what it says."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import eossl  # noqa: E402
+from eossl import plot  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def scene(slovenia):
+    return slovenia["image"].isel(time=1)
+
+
+def _ref_stretch(values, lo_p=2, hi_p=98):
+    lo, hi = np.nanpercentile(values.reshape(-1, 3), (lo_p, hi_p), axis=0)
+    return np.clip((values - lo) / (hi - lo), 0, 1)
+
+
+def test_stretch_is_a_per_channel_percentile_stretch():
+    rng = np.random.default_rng(0)
+    rgb = rng.normal(size=(20, 30, 3)) * [1, 10, 100] + [0, 5, -50]
+    rgb[2, 3, 1] = np.nan
+    out = plot.stretch(rgb)
+    assert out.shape == rgb.shape and np.isnan(out[2, 3, 1]) and np.isnan(out).sum() == 1
+    np.testing.assert_allclose(out, _ref_stretch(rgb))
+    assert np.nanmin(out) == 0 and np.nanmax(out) == 1
+    flat = plot.stretch(np.ones((4, 4, 3)))  # constant channels must not divide by zero
+    assert np.isfinite(flat).all()
+
+
+def test_rgb_array_picks_red_green_blue(scene):
+    rgb = plot.rgb_array(scene)
+    expected = _ref_stretch(scene.sel(band=["B04", "B03", "B02"]).transpose("y", "x", "band")
+                            .values.astype("float64"))
+    assert rgb.shape == (101, 100, 3)
+    np.testing.assert_allclose(rgb, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plot.rgb_array(scene, bands=["B08", "B04", "B03"])[..., 0],
+                               _ref_stretch(scene.sel(band=["B08", "B04", "B03"])
+                                            .transpose("y", "x", "band").values.astype("float64"))[..., 0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_show_scene_draws_in_scene_coordinates(scene):
+    ax = plot.show_scene(scene)
+    assert len(ax.images) == 1
+    img = ax.images[0]
+    assert img.get_array().shape == (101, 100, 3)
+    x, y = scene["x"].values, scene["y"].values
+    left, right, bottom, top = img.get_extent()
+    dx = x[1] - x[0]
+    assert left == pytest.approx(x[0] - dx / 2) and right == pytest.approx(x[-1] + dx / 2)
+    assert top > bottom and top == pytest.approx(y[0] - (y[1] - y[0]) / 2)
+    assert "B04" in ax.get_title()
+    fig, own = plt.subplots()
+    assert plot.show_scene(scene, ax=own, title="mine") is own and own.get_title() == "mine"
+
+
+def test_show_scene_without_coordinates(chips):
+    ax = plot.show_scene(chips.isel(sample=0))
+    assert len(ax.images) == 1 and list(ax.images[0].get_extent()) == [-0.5, 63.5, 63.5, -0.5]
+
+
+@pytest.fixture(scope="module")
+def grid_rgb(tiny_run, scene):
+    return eossl.pca_rgb(eossl.embed(tiny_run.model, scene))
+
+
+def test_show_rgb_draws_the_pca_picture(grid_rgb):
+    ax = plot.show_rgb(grid_rgb)
+    assert len(ax.images) == 1
+    np.testing.assert_allclose(ax.images[0].get_array(), grid_rgb.values)
+    left, right, _, _ = ax.images[0].get_extent()
+    step = grid_rgb["x"].values[1] - grid_rgb["x"].values[0]
+    assert left == pytest.approx(grid_rgb["x"].values[0] - step / 2)
+
+
+def test_scatter_2d_one_collection_per_class(tiny_run, chips):
+    emb = eossl.embed(tiny_run.model, chips)
+    points = eossl.pca_rgb(emb).isel(rgb=[0, 1]).rename(rgb="component")
+    ax = plot.scatter_2d(points)
+    classes = np.unique(chips["label"].values)
+    assert len(ax.collections) == len(classes) == 10
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == classes.tolist()
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert offsets.shape == (120, 2)
+    forest = ax.collections[classes.tolist().index("Forest")].get_offsets()
+    np.testing.assert_allclose(forest, points.values[chips["label"].values == "Forest"])
+    plain = plot.scatter_2d(points.drop_vars(["label", "file"]))
+    assert len(plain.collections) == 1 and plain.get_legend() is None
+
+
+def test_plot_history_draws_the_asked_columns(tiny_run):
+    ax = plot.plot_history(tiny_run.history, keys=("loss", "lr", "not_a_column"))
+    assert [line.get_label() for line in ax.lines] == ["loss", "lr"]
+    x, y = ax.lines[0].get_data()
+    np.testing.assert_array_equal(x, tiny_run.history["step"])
+    np.testing.assert_allclose(y, tiny_run.history["loss"])
+    rows = tiny_run.history.to_dict("records")  # a list of dicts works too
+    assert len(plot.plot_history(rows).lines) == 1
+
+
+def test_show_reconstructions_from_chips(tiny_run, chips):
+    fig = plot.show_reconstructions(tiny_run.model, chips, n=3)
+    assert len(fig.axes) == 9 and all(len(ax.images) == 1 for ax in fig.axes)
+    assert [fig.axes[i].get_title(loc="left") for i in (0, 3, 6)] == \
+           ["input", "visible to the encoder", "reconstruction"]
+    for ax in fig.axes:
+        arr = np.asarray(ax.images[0].get_array())
+        assert arr.shape == (64, 64, 3)
+    # a quarter of the patches is visible to the encoder: the rest is blank
+    visible = np.asarray(fig.axes[3].images[0].get_array())
+    assert 0.15 < np.isfinite(visible).all(axis=-1).mean() < 0.35
+
+
+def test_show_reconstructions_from_a_normalised_tensor(tiny_run):
+    batch = torch.randn(5, 13, 64, 64)
+    fig = plot.show_reconstructions(tiny_run.model, batch, bands_idx=[3, 2, 1], n=2, mask_ratio=0.5)
+    assert len(fig.axes) == 6 and all(len(ax.images) == 1 for ax in fig.axes)
+    visible = np.asarray(fig.axes[2].images[0].get_array())
+    assert np.isfinite(visible).all(axis=-1).mean() == pytest.approx(0.5)
+
+
+def test_show_labels_names_the_classes_present(slovenia):
+    lulc = slovenia["lulc"]
+    ax = plot.show_labels(lulc)
+    assert len(ax.images) == 1
+    present = np.unique(lulc.values)
+    names = [lulc.attrs["classes"][int(v)] for v in present]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+    index = np.asarray(ax.images[0].get_array())
+    assert index.shape == lulc.shape
+    np.testing.assert_array_equal(np.asarray(present)[index.astype(int)], lulc.values)
+
+
+def test_show_chips_one_column_per_class(chips):
+    fig = plot.show_chips(chips, per_class=2)
+    axes = np.array(fig.axes).reshape(2, 10)
+    classes = list(dict.fromkeys(chips["label"].values))
+    assert [ax.get_title() for ax in axes[0]] == [c[:14] for c in classes]
+    assert all(len(ax.images) == 1 for ax in axes.ravel())
+    # a class with fewer chips than per_class leaves its own cell empty, not its neighbour's
+    few = chips.isel(sample=[0, 1, 12, 24, 25])  # 2 AnnualCrop, 1 Forest, 2 HerbaceousVegetation
+    axes = np.array(plot.show_chips(few, per_class=2).axes).reshape(2, 3)
+    assert [ax.get_title() for ax in axes[0]] == ["AnnualCrop", "Forest", "HerbaceousVege"]
+    assert [ax.get_title() for ax in axes[1]] == ["AnnualCrop", "", "HerbaceousVege"]
+    assert len(axes[1, 1].images) == 0
