@@ -54,13 +54,16 @@ def with_stats(da: xr.DataArray, stats: xr.Dataset | None = None) -> xr.DataArra
                             band_std=("band", stats["std"].values))
 
 
-def stats_of(da: xr.DataArray) -> xr.Dataset:
-    """The statistics carried by ``da``, or freshly computed ones."""
-    if "band_mean" in da.coords and "band_std" in da.coords:
+def stats_of(data) -> xr.Dataset:
+    """The statistics carried by ``data`` (one DataArray with ``band_mean`` / ``band_std``), or
+    fresh ones computed over it (a DataArray or a list of them, pooled)."""
+    arrays = data if isinstance(data, (list, tuple)) else [data]
+    da = arrays[0]
+    if len(arrays) == 1 and "band_mean" in da.coords and "band_std" in da.coords:
         return xr.Dataset({"mean": ("band", da["band_mean"].values),
                            "std": ("band", da["band_std"].values)},
                           coords={"band": da["band"].values})
-    return band_stats(da)
+    return band_stats(arrays)
 
 
 def normalize_array(x: np.ndarray, mean, std, band_axis: int) -> np.ndarray:

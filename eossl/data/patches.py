@@ -173,8 +173,7 @@ class PatchSampler:
         for s in sources:
             _check_size(s, size)
         self.bands, self.size, self.augment = bands, size, augment
-        self.stats = stats if stats is not None else stats_of(sources[0]) if len(sources) == 1 \
-            else _pooled_stats(sources)
+        self.stats = stats if stats is not None else stats_of(sources)
         if "band" in self.stats.coords:  # statistics in another band order, or of more bands
             missing = [b for b in bands if b not in self.stats["band"].values.tolist()]
             if missing:
@@ -202,7 +201,3 @@ class PatchSampler:
             batch = np.rot90(batch, k=int(rng.integers(4)), axes=(2, 3))
         return np.nan_to_num(np.ascontiguousarray(batch), nan=0.0)
 
-
-def _pooled_stats(sources) -> xr.Dataset:
-    from eossl.data.normalize import band_stats
-    return band_stats(sources)

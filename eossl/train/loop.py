@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from eossl.data.normalize import band_stats, stats_of
+from eossl.data.normalize import stats_of
 from eossl.data.patches import PatchSampler, align_bands
 from eossl.errors import CheckpointError, DataError
 from eossl.models.registry import build_method, default_encoder
@@ -182,7 +182,7 @@ class Trainer:
             stats = xr.Dataset({"mean": ("band", norm["mean"]), "std": ("band", norm["std"])},
                                coords={"band": arrays[0]["band"].values})
         else:
-            stats = stats_of(arrays[0]) if len(arrays) == 1 else band_stats(arrays)
+            stats = stats_of(arrays)
         self.stats = stats
         self.sampler = PatchSampler(arrays, cfg.img_size, stats=stats, max_invalid=cfg.max_invalid)
         torch.manual_seed(cfg.seed)
@@ -213,7 +213,7 @@ class Trainer:
             problems.append(f"method {card['method']!r} (asked: {self.config.method!r})")
         if theirs != names:
             problems.append(f"bands {theirs} (data: {names})")
-        if {k: v for k, v in card["encoder"].items()} != self.config.encoder:
+        if card["encoder"] != self.config.encoder:
             problems.append(f"encoder {card['encoder']} (asked: {self.config.encoder})")
         if problems:
             raise CheckpointError(f"{self.out} holds a checkpoint of another run: " + "; ".join(problems)
