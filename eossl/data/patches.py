@@ -179,9 +179,10 @@ class PatchSampler:
             if missing:
                 raise DataError(f"the statistics have no entry for bands {missing}")
             self.stats = self.stats.sel(band=bands)
-        self.pickers, weights = [], []
+        self.pickers, weights, self.kinds = [], [], []
         for s in sources:
-            images, _ = _as_images(s)
+            images, kind = _as_images(s)
+            self.kinds.append(kind)
             images = normalize_array(images, self.stats["mean"].values, self.stats["std"].values, 1)
             self.pickers.append(_WindowPicker(images, size, max_invalid, s.attrs.get("source", "data")))
             weights.append(images.shape[0] * (images.shape[2] - size + 1) * (images.shape[3] - size + 1))
@@ -199,5 +200,39 @@ class PatchSampler:
             if rng.random() < 0.5:
                 batch = batch[..., ::-1]
             batch = np.rot90(batch, k=int(rng.integers(4)), axes=(2, 3))
+        return np.nan_to_num(np.ascontiguousarray(batch), nan=0.0)
+
+    def sample_series(self, batch_size: int, rng: np.random.Generator, length: int = 2) -> np.ndarray:
+        """Windows at the same place on ``length`` different dates: ``(B, T, C, size, size)``.
+
+        Dates are drawn at random from each stack (in time order); a window is kept when it is
+        valid on every drawn date. Only stacks ``(time, band, y, x)`` can give these.
+        """
+        stacks = [i for i, (kind, p) in enumerate(zip(self.kinds, self.pickers))
+                  if kind == "stack" and p.images.shape[0] >= length]
+        if not stacks:
+            have = ", ".join(f"{k} with {p.images.shape[0]} image(s)" for k, p in zip(self.kinds, self.pickers))
+            raise DataError(f"this method needs a stack (time, band, y, x) with at least {length} dates "
+                            f"of the same place; the data holds: {have}. Use eossl.open_stack or a "
+                            "multi-date sample such as load_sample('slovenia_s2')")
+        weights = self.weights[stacks] / self.weights[stacks].sum()
+        out, tries = [], 0
+        while len(out) < batch_size:
+            picker = self.pickers[stacks[rng.choice(len(stacks), p=weights)]]
+            T, _, h, w = picker.images.shape
+            dates = np.sort(rng.choice(T, length, replace=False))
+            r, c = int(rng.integers(0, h - self.size + 1)), int(rng.integers(0, w - self.size + 1))
+            ok = _valid_fraction(picker.table, dates, np.full(length, r), np.full(length, c), self.size)
+            tries += 1
+            if np.all(ok >= 1.0 - picker.max_invalid):
+                out.append(picker.images[dates, :, r:r + self.size, c:c + self.size])  # (T, C, S, S)
+            elif tries > 1000 * batch_size:
+                raise DataError(f"no {self.size}x{self.size} window is valid on {length} dates at once; "
+                                "allow more invalid pixels (max_invalid) or use a smaller window")
+        batch = np.stack(out)  # (B, T, C, S, S)
+        if self.augment:  # the same flip / turn for every date, so dates stay aligned
+            if rng.random() < 0.5:
+                batch = batch[..., ::-1]
+            batch = np.rot90(batch, k=int(rng.integers(4)), axes=(3, 4))
         return np.nan_to_num(np.ascontiguousarray(batch), nan=0.0)
 

@@ -36,6 +36,7 @@ class MAE(nn.Module):
     """Masked image modeling with a ViT encoder over C bands."""
 
     method = "mae"
+    input_kind = "image"
 
     def __init__(self, encoder: Encoder, mask_ratio: float = 0.75, decoder_dim: int = 128,
                  decoder_depth: int = 2, decoder_heads: int = 4, norm_pix_loss: bool = True):
@@ -180,3 +181,9 @@ class MAE(nn.Module):
         masked = imgs * (1 - mask_img)
         pasted = imgs * (1 - mask_img) + recon * mask_img
         return masked, pasted, mask_img
+
+
+METHODS = {
+    "mae": (MAE, "Masked autoencoder: rebuild hidden patches of all bands from the visible ones",
+            dict(name="vit_tiny", patch_size=8, depth=6)),
+}

@@ -1,20 +1,45 @@
-"""SSL methods by name: ``eossl.methods()`` lists them, :func:`build_method` makes one."""
+"""SSL methods by name: ``eossl.methods()`` lists them, :func:`build_method` makes one.
+
+A method is an ``nn.Module`` class in its own file that follows one small contract, so the trainer,
+checkpoints, ``load_model`` and ``embed`` work the same for all of them:
+
+- ``__init__(self, encoder: Encoder, **config)`` and ``self.config``: a JSON-able dict of those
+  keyword arguments (it goes into the checkpoint card and comes back to ``__init__`` on load);
+- ``self.encoder``: the :class:`~eossl.models.backbones.Encoder` that ``embed`` uses;
+- ``input_kind``: ``"image"`` (batches ``(B, C, H, W)``) or ``"series"`` (``(B, T, C, H, W)``: the
+  same place at ``series_length`` dates, drawn from stacks);
+- ``training_step(batch) -> (loss, logs)``; ``logs`` holds floats, including ``emb_std`` (the
+  collapse monitor, see :func:`eossl.models.losses.embedding_std`);
+- optional ``after_optimizer_step(step, total_steps)`` (momentum / EMA updates) and
+  ``check_data(arrays)`` (raise :class:`~eossl.errors.DataError` for data the method cannot use).
+
+Each method module exposes ``METHODS = {name: (class, one-line description, default encoder)}``.
+"""
 
 from __future__ import annotations
 
-from eossl.models.backbones import Encoder
-from eossl.models.mae import MAE
+import importlib
 
-# name -> (class, one-line description, default encoder settings)
-_METHODS = {
-    "mae": (MAE, "Masked autoencoder: rebuild hidden patches of all bands from the visible ones",
-            dict(name="vit_tiny", patch_size=8, depth=6)),
-}
+from eossl.models.backbones import Encoder
+
+# Modules that define methods; each has a METHODS dict.
+METHOD_MODULES = ["eossl.models.mae"]
+
+
+def _registry() -> dict:
+    found = {}
+    for module in METHOD_MODULES:
+        found.update(importlib.import_module(module).METHODS)
+    return found
 
 
 def methods() -> dict[str, str]:
     """Available SSL methods with a one-line description each."""
-    return {name: desc for name, (_, desc, _) in _METHODS.items()}
+    return {name: desc for name, (_, desc, _) in _registry().items()}
+
+
+def method_class(method: str):
+    return _check(method)[0]
 
 
 def default_encoder(method: str) -> dict:
@@ -22,9 +47,10 @@ def default_encoder(method: str) -> dict:
 
 
 def _check(method: str):
-    if method not in _METHODS:
-        raise ValueError(f"unknown SSL method {method!r}; available: {sorted(_METHODS)}")
-    return _METHODS[method]
+    registry = _registry()
+    if method not in registry:
+        raise ValueError(f"unknown SSL method {method!r}; available: {sorted(registry)}")
+    return registry[method]
 
 
 def build_method(method: str, encoder_spec: dict, method_config: dict | None = None):

@@ -25,8 +25,11 @@ import xarray as xr
 from eossl.data.normalize import stats_of
 from eossl.data.patches import PatchSampler, align_bands
 from eossl.errors import CheckpointError, DataError
-from eossl.models.registry import build_method, default_encoder
+from eossl.models.registry import build_method, default_encoder, method_class
+from eossl.progress import enabled as progress_enabled
 from eossl.progress import progress
+from eossl.train.distributed import init_from_env, is_main
+from eossl.train.distributed import rank as dist_rank
 from eossl.train.checkpoint import (CHECKPOINT_FILE, atomic_write_bytes, read_checkpoint,
                                     save_checkpoint)
 
@@ -52,6 +55,8 @@ class PretrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     device: str = "auto"
+    num_workers: int = 0     # >0: batches are cut in worker processes (pinned memory on CUDA)
+    compile: bool = False    # torch.compile the training step: several times faster on GPUs
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine decay to ``min_lr``."""
@@ -151,6 +156,36 @@ def make_card(config: PretrainConfig, model, arrays: list[xr.DataArray], stats: 
     }
 
 
+class _TrainingStep(torch.nn.Module):
+    """Makes ``training_step`` the forward pass, so DDP's gradient hooks and torch.compile see it."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch):
+        return self.method.training_step(batch)
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Batches drawn in a DataLoader worker, with a random stream per worker."""
+
+    def __init__(self, trainer, seed: int):
+        self.sampler, self.seed = trainer.sampler, seed
+        self.kind = trainer.model.input_kind
+        self.batch_size = trainer.config.batch_size
+        self.length = getattr(trainer.model, "series_length", 2)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            if self.kind == "series":
+                yield torch.from_numpy(self.sampler.sample_series(self.batch_size, rng, self.length))
+            else:
+                yield torch.from_numpy(self.sampler.sample(self.batch_size, rng))
+
+
 class Trainer:
     """Runs one pretraining; :func:`pretrain` is the friendly front door."""
 
@@ -159,8 +194,14 @@ class Trainer:
         self.callbacks = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in callbacks]
         self.stop_requested = False
         self.device = resolve_device(config.device)
+        self.distributed = init_from_env(self.device.type)
+        if self.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
         arrays = training_arrays(data)
         cfg = config
+        method_cls = method_class(cfg.method)
+        if hasattr(method_cls, "check_data"):
+            method_cls.check_data(arrays, cfg.method_config)
         if not cfg.encoder:
             cfg.encoder = default_encoder(cfg.method)
         cfg.encoder = {**cfg.encoder, "in_chans": arrays[0].sizes["band"], "img_size": cfg.img_size}
@@ -185,12 +226,24 @@ class Trainer:
             stats = stats_of(arrays)
         self.stats = stats
         self.sampler = PatchSampler(arrays, cfg.img_size, stats=stats, max_invalid=cfg.max_invalid)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial weights in every process
         self.model = build_method(cfg.method, cfg.encoder, cfg.method_config).to(self.device)
+        if self.model.input_kind == "series":  # fail now, with the method's needs, not at step 1
+            self.sampler.sample_series(1, np.random.default_rng(0), self.model.series_length)
+        if self.device.type == "cuda" and not self.model.encoder.is_vit:
+            self.model = self.model.to(memory_format=torch.channels_last)  # faster CNN kernels
         cfg.method_config = dict(self.model.config)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, betas=(0.9, 0.95))
         self.card = make_card(cfg, self.model, arrays, stats)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed + dist_rank())  # each process its own windows
+        self.step_module = _TrainingStep(self.model)
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=getattr(self.model, "ddp_find_unused_parameters", False))
+        if cfg.compile:
+            self.step_module = torch.compile(self.step_module)
         self.step, self.history = 0, []
         if self.resumed:
             self._restore(self.resumed)
@@ -240,7 +293,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def save(self) -> Path:
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+        if self.model.input_kind == "series":
+            return self.sampler.sample_series(self.config.batch_size, rng, self.model.series_length)
+        return self.sampler.sample(self.config.batch_size, rng)
+
+    def batches(self):
+        """Endless training batches as tensors on the device; in worker processes when
+        ``num_workers`` > 0 (each worker with its own random stream), pinned on CUDA."""
+        if self.config.num_workers <= 0:
+            while True:
+                yield torch.from_numpy(self._draw(self.rng)).to(self.device, non_blocking=True)
+        loader = torch.utils.data.DataLoader(
+            _BatchStream(self, int(self.rng.integers(2**31))), batch_size=None,
+            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=True, prefetch_factor=4)
+        for batch in loader:
+            yield batch.to(self.device, non_blocking=True)
+
+    def save(self) -> Path | None:
+        if not is_main():  # one writer: the main process
+            return None
         state = {"step": self.step, "history": self.history, "numpy_rng": self.rng.bit_generator.state}
         card = {**self.card, "step": self.step}
         path = save_checkpoint(self.out / "checkpoint", self.model, card, self.optimizer, state)
@@ -259,17 +332,18 @@ class Trainer:
         use_bf16 = self.device.type == "cuda"  # bf16 autocast is not faster than fp32 on CPU
         first_std, warned = None, False
         stopped = False
-        bar = progress(total=cfg.steps, initial=self.step, desc=f"pretrain {cfg.method}", unit="step")
+        bar = progress(total=cfg.steps, initial=self.step, desc=f"pretrain {cfg.method}", unit="step",
+                       disable=not (is_main() and progress_enabled()))
+        batches = self.batches() if self.step < cfg.steps else iter(())
         try:
             while self.step < cfg.steps and not self.stop_requested:
                 t0 = time.perf_counter()
                 lr = cfg.lr_at(self.step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                batch = torch.from_numpy(self.sampler.sample(cfg.batch_size, self.rng)).to(
-                    self.device, non_blocking=True)
+                batch = next(batches)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, logs = self.model.training_step(batch)
+                    loss, logs = self.step_module(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower lr "
                                              f"(now {cfg.lr}) or check the data for extreme values")
@@ -278,6 +352,8 @@ class Trainer:
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
+                if hasattr(self.model, "after_optimizer_step"):  # e.g. momentum-encoder updates
+                    self.model.after_optimizer_step(self.step, cfg.steps)
                 self.step += 1
                 dt = time.perf_counter() - t0
                 row = {"step": self.step, "loss": float(loss.detach()), "lr": lr,
@@ -301,8 +377,13 @@ class Trainer:
             stopped = True
         finally:
             bar.close()
+            if hasattr(batches, "close"):
+                batches.close()  # stops loader workers
         stopped = stopped or self.stop_requested
         path = self.save()
+        if self.distributed:
+            torch.distributed.barrier()  # nobody leaves before the checkpoint is on disk
+        path = path or self.out / "checkpoint" / CHECKPOINT_FILE
         for cb in self.callbacks:
             cb.on_train_end(self)
         self.model.eval()

@@ -294,7 +294,8 @@ def test_resume_with_other_bands_is_refused(finished_run, chips):
 
 def test_resume_with_another_method_or_encoder_is_refused(finished_run, chips, monkeypatch):
     out, before = finished_run
-    monkeypatch.setitem(registry._METHODS, "mae_copy", registry._METHODS["mae"])
+    from eossl.models import mae
+    monkeypatch.setitem(mae.METHODS, "mae_copy", mae.METHODS["mae"])
     with pytest.raises(CheckpointError, match="method 'mae'"):
         _pretrain(chips, out, 4, batch_size=4, method="mae_copy")
     with pytest.raises(CheckpointError, match="encoder"):
