@@ -395,7 +395,8 @@ def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 6
              encoder: str | dict | None = None, patch_size: int | None = None, img_size: int = 64,
              out="runs/pretrain", device: str = "auto", callbacks=(), resume: bool = True,
              seed: int = 0, checkpoint_every: int = 50, warmup_steps: int | None = None,
-             max_invalid: float = 0.0, **method_config) -> PretrainRun:
+             max_invalid: float = 0.0, num_workers: int = 0, compile: bool = False,
+             **method_config) -> PretrainRun:
     """Pretrain an SSL encoder on scenes, stacks or chips.
 
     Args:
@@ -407,7 +408,11 @@ def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 6
         img_size: training window in pixels.
         out: run folder; an existing checkpoint there is resumed (``resume=False`` refuses instead).
         callbacks: :class:`Callback` objects or functions ``fn(logs)`` called after every step.
+        num_workers: cut batches in this many worker processes (GPU training).
+        compile: ``torch.compile`` the training step (GPU speed; slow to start).
         **method_config: method settings, e.g. ``mask_ratio=0.75`` for the MAE.
+
+    Under ``torchrun`` every process runs this same call; ``batch_size`` is per process.
     """
     spec = default_encoder(method)
     if isinstance(encoder, str):
@@ -419,5 +424,6 @@ def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 6
     config = PretrainConfig(method=method, encoder=spec, method_config=method_config, steps=steps,
                             batch_size=batch_size, lr=lr, img_size=img_size, seed=seed, device=device,
                             checkpoint_every=checkpoint_every, max_invalid=max_invalid,
+                            num_workers=num_workers, compile=compile,
                             warmup_steps=min(20, max(1, steps // 10)) if warmup_steps is None else warmup_steps)
     return Trainer(data, config, out, callbacks=callbacks, resume=resume).fit()
