@@ -9,7 +9,7 @@
 from eossl import datasets, plot, progress
 from eossl.analysis.embed import embed
 from eossl.analysis.io import open_embeddings, save_embeddings
-from eossl.analysis.probe import band_statistics, knn_accuracy
+from eossl.analysis.probe import band_statistics, knn_accuracy, probe
 from eossl.analysis.reduce import pca_rgb, umap
 from eossl.data.bands import SENSORS
 from eossl.data.chips import open_chips
@@ -26,6 +26,6 @@ __version__ = "0.1.0"
 __all__ = [
     "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats",
     "grid_patches", "random_patches", "methods", "pretrain", "PretrainConfig", "Callback",
-    "load_model", "embed", "pca_rgb", "umap", "knn_accuracy", "band_statistics", "SENSORS", "plot",
+    "load_model", "embed", "pca_rgb", "umap", "knn_accuracy", "probe", "band_statistics", "SENSORS", "plot",
     "save_embeddings", "open_embeddings", "progress", "DataError", "CheckpointError", "EosslError",
 ]

@@ -29,3 +29,19 @@ def test_bench_embed_prints_its_table():
     text = _run("benchmarks/bench_embed.py", "--repeat", "1")
     assert "| input | embed (img/s) | bare forward (img/s) | overhead % |" in text
     assert "480 chips" in text and "scene 13 x 505 x 500" in text
+
+
+def test_bench_methods_prints_probes_next_to_both_floors():
+    text = _run("benchmarks/bench_methods.py", "--seconds", "1", "--methods", "mae", "--repeats", "1",
+                "--img-size", "32", "--no-shared")
+    assert "| method | encoder | steps | seconds | kNN@1 | logistic@1 | kNN@5 |" in text
+    for row in ("| raw band mean/std (no learning) |", "| mae | vit_tiny |", "| mae: random weights |"):
+        assert row in text
+
+
+def test_bench_gpu_runs_on_cpu_as_a_smoke_test():
+    text = _run("benchmarks/bench_gpu.py", "--batch", "2", "--steps", "1", "--img-size", "32",
+                "--encoder", "vit_tiny")
+    assert "| model | batch | compile | device | images/s | GFLOP/step | MFU % |" in text
+    row = [line for line in text.splitlines() if line.startswith("| MAE vit_tiny/16")][0]
+    assert float(row.split("|")[6]) > 0  # FLOPs were counted

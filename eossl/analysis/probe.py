@@ -66,3 +66,46 @@ def knn_accuracy(emb: xr.DataArray, labels=None, k: int = 5, folds: int = 5, met
         clf = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric=metric).fit(Xtr, y[train])
         scores.append(float((clf.predict(Xte) == y[test]).mean()))
     return {"accuracy": float(np.mean(scores)), "std": float(np.std(scores)), "k": k, "folds": folds}
+
+
+def probe(emb: xr.DataArray, labels=None, shots=(1, 5, 10), repeats: int = 10, k: int = 5,
+          seed: int = 0, metric: str = "cosine") -> pd.DataFrame:
+    """Few-label probes: for each number of labels per class, draw that many training examples of
+    every class at random (``repeats`` times), fit a kNN and a logistic-regression probe on them,
+    and score the rest.
+
+    Returns one row per (probe, shots) with mean and spread over the draws of accuracy and
+    balanced accuracy (the mean per-class recall, which rare classes weigh on as much as common ones).
+    kNN uses ``min(k, shots)`` neighbours. Features are standardised on each draw's training part.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+
+    y = _labels_of(emb, labels)
+    X = emb.transpose(emb.dims[0], "dim").values.astype("float64")
+    if not np.isfinite(X).all():
+        raise DataError("embeddings contain NaN; drop those samples first")
+    classes, counts = np.unique(y, return_counts=True)
+    rows = []
+    rng = np.random.default_rng(seed)
+    for n in shots:
+        if n >= counts.min():
+            raise DataError(f"{n} labels per class leaves no test example of class "
+                            f"{classes[counts.argmin()]!r} ({counts.min()} examples); use fewer shots")
+        scores = {"kNN": [], "logistic": []}
+        for _ in range(repeats):
+            train = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in classes])
+            test = np.setdiff1d(np.arange(len(y)), train)
+            scaler = StandardScaler().fit(X[train])
+            Xtr, Xte = scaler.transform(X[train]), scaler.transform(X[test])
+            knn = KNeighborsClassifier(n_neighbors=min(k, n), metric=metric).fit(Xtr, y[train])
+            logreg = LogisticRegression(max_iter=2000, C=1.0).fit(Xtr, y[train])
+            for name, model in (("kNN", knn), ("logistic", logreg)):
+                pred = model.predict(Xte)
+                scores[name].append(((pred == y[test]).mean(), balanced_accuracy_score(y[test], pred)))
+        for name, values in scores.items():
+            values = np.array(values)
+            rows.append({"probe": name, "shots": n, "accuracy": values[:, 0].mean(),
+                         "accuracy_std": values[:, 0].std(), "balanced_accuracy": values[:, 1].mean(),
+                         "balanced_accuracy_std": values[:, 1].std(), "repeats": repeats})
+    return pd.DataFrame(rows)
