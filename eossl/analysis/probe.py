@@ -91,7 +91,7 @@ def probe(emb: xr.DataArray, labels=None, shots=(1, 5, 10), repeats: int = 10, k
     for n in shots:
         if n >= counts.min():
             raise DataError(f"{n} labels per class leaves no test example of class "
-                            f"{classes[counts.argmin()]!r} ({counts.min()} examples); use fewer shots")
+                            f"{str(classes[counts.argmin()])!r} ({counts.min()} examples); use fewer shots")
         scores = {"kNN": [], "logistic": []}
         for _ in range(repeats):
             train = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in classes])

@@ -116,3 +116,42 @@ def test_missing_labels_and_nan_are_data_errors():
     X[3, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
         eossl.knn_accuracy(_emb(X, y))
+
+
+# ----------------------------------------------------------------------------- probe (few labels)
+
+def _blobs(n_per_class=12, classes=3, dim=8, spread=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 5
+    X = np.concatenate([c + spread * rng.normal(size=(n_per_class, dim)) for c in centres])
+    labels = np.repeat([f"c{i}" for i in range(classes)], n_per_class)
+    return xr.DataArray(X, dims=("sample", "dim"), coords={"label": ("sample", labels)})
+
+
+def test_probe_table_has_a_row_per_probe_and_shot_count():
+    table = eossl.probe(_blobs(), shots=[1, 5], repeats=3)
+    assert table[["probe", "shots"]].values.tolist() == [["kNN", 1], ["logistic", 1], ["kNN", 5], ["logistic", 5]]
+    assert (table["repeats"] == 3).all()
+    np.testing.assert_allclose(table["accuracy"], 1.0)  # separable blobs: perfect with one label
+    np.testing.assert_allclose(table["balanced_accuracy"], 1.0)
+
+
+def test_probe_is_near_chance_on_shuffled_labels():
+    emb = _blobs(n_per_class=30, classes=3, spread=3.0)
+    shuffled = np.random.default_rng(1).permutation(emb["label"].values)
+    table = eossl.probe(emb, labels=shuffled, shots=[5], repeats=10)
+    assert (table["accuracy"] < 0.55).all()  # chance is 1/3
+
+
+def test_probe_balanced_accuracy_weighs_a_rare_class():
+    emb = _blobs(n_per_class=12, classes=2, spread=0.05)
+    labels = emb["label"].values.copy()
+    labels[:3] = "rare"  # three examples of a rare class inside class c0's blob: unlearnable
+    table = eossl.probe(emb, labels=labels, shots=[1], repeats=5)
+    knn = table[table["probe"] == "kNN"].iloc[0]
+    assert knn["balanced_accuracy"] < knn["accuracy"]
+
+
+def test_probe_refuses_more_shots_than_a_class_can_spare():
+    with pytest.raises(DataError, match="leaves no test example of class 'c0'"):
+        eossl.probe(_blobs(n_per_class=5), shots=[5])
