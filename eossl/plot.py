@@ -95,17 +95,8 @@ def show_reconstructions(model, data, bands_idx=None, n: int = 4, mask_ratio: fl
     """
     import torch
     if isinstance(data, xr.DataArray):
-        from eossl.analysis.embed import match_bands
-        from eossl.data.normalize import normalize_array
-        card = model.card
-        da = match_bands(data, card)
-        picks = np.random.default_rng(seed).choice(da.sizes["sample"], min(n, da.sizes["sample"]), replace=False)
-        da = da.isel(sample=np.sort(picks))
-        bands = rgb_bands(da)
-        bands_idx = [da["band"].values.tolist().index(b) for b in bands]
-        values = normalize_array(da.transpose("sample", "band", "y", "x").values,
-                                 card["normalization"]["mean"], card["normalization"]["std"], 1)
-        data = np.nan_to_num(values)
+        picks = np.random.default_rng(seed).choice(data.sizes["sample"], min(n, data.sizes["sample"]), replace=False)
+        data, bands_idx = _model_rgb_input(model, data.isel(sample=np.sort(picks)))
     torch.manual_seed(seed)
     x = torch.as_tensor(np.asarray(data[:n]), dtype=torch.float32)
     masked, pasted, mask_img = model.reconstruct(x, mask_ratio)
@@ -121,6 +112,35 @@ def show_reconstructions(model, data, bands_idx=None, n: int = 4, mask_ratio: fl
             axes[i, j].set_axis_off()
             if j == 0:
                 axes[i, j].set_title(name, fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def _model_rgb_input(model, chips: xr.DataArray):
+    """Normalised model input for chips, and the indices of its true-colour bands."""
+    from eossl.analysis.embed import match_bands, model_input
+    names = match_bands(chips, model.card)["band"].values.tolist()
+    return model_input(model, chips), [names.index(b) for b in rgb_bands(match_bands(chips, model.card))]
+
+
+def show_pairs(first, second, bands_idx=(0, 1, 2), titles=("view 1", "view 2"), n: int = 6,
+               suptitle: str | None = None):
+    """Two rows of images (B, C, H, W), e.g. the two augmented views of contrastive learning or the
+    same place at two dates; each column shares one stretch so differences are real."""
+    first, second = np.asarray(first)[:n], np.asarray(second)[:n]
+    idx = list(bands_idx)
+    fig, axes = plt.subplots(2, len(first), figsize=(2.0 * len(first), 4.3), squeeze=False)
+    for j in range(len(first)):
+        ref = np.concatenate([first[j, idx], second[j, idx]], axis=2).transpose(1, 2, 0)
+        lo, hi = np.percentile(ref, (2, 98), axis=(0, 1))
+        for i, (images, title) in enumerate(((first, titles[0]), (second, titles[1]))):
+            rgb = images[j, idx].transpose(1, 2, 0)
+            axes[i, j].imshow(np.clip((rgb - lo) / np.where(hi > lo, hi - lo, 1), 0, 1))
+            axes[i, j].set_axis_off()
+            if j == 0:
+                axes[i, j].set_title(title, fontsize=9, loc="left")
+    if suptitle:
+        fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
 

@@ -72,6 +72,19 @@ def check_units(da: xr.DataArray, card: dict, sample: np.ndarray | None = None) 
             "(different units, e.g. reflectance vs DN, or another scaling?)", stacklevel=3)
 
 
+def model_input(model, chips: xr.DataArray) -> np.ndarray:
+    """Chips ``(sample, band, y, x)`` as the model sees them: its bands in its order, normalised
+    with its card's statistics, NaN as 0 (the band mean). Returns float32 ``(N, C, H, W)``."""
+    _, card = _encoder_and_card(model)
+    da = match_bands(chips, card)
+    values = da.transpose("sample", "band", "y", "x").values.astype("float32")
+    nodata = da.attrs.get("nodata")
+    if nodata is not None and not np.isnan(nodata):
+        values = np.where(values == nodata, np.nan, values)
+    norm = card["normalization"]
+    return np.nan_to_num(normalize_array(values, norm["mean"], norm["std"], 1))
+
+
 def _batches(n, size):
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))

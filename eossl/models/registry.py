@@ -23,7 +23,8 @@ import importlib
 from eossl.models.backbones import Encoder
 
 # Modules that define methods; each has a METHODS dict.
-METHOD_MODULES = ["eossl.models.mae"]
+METHOD_MODULES = ["eossl.models.mae", "eossl.models.temporal", "eossl.models.contrastive", "eossl.models.spectral",
+                  "eossl.models.position"]
 
 
 def _registry() -> dict:
