@@ -13,7 +13,7 @@ from eossl.analysis.probe import band_statistics, knn_accuracy, probe
 from eossl.analysis.reduce import pca_rgb, umap
 from eossl.data.bands import SENSORS
 from eossl.data.chips import open_chips
-from eossl.data.normalize import band_stats, with_stats
+from eossl.data.normalize import band_stats, normalize, with_stats
 from eossl.data.patches import grid_patches, random_patches
 from eossl.data.scenes import open_scene, open_stack
 from eossl.errors import CheckpointError, DataError, EosslError
@@ -24,7 +24,7 @@ from eossl.train.loop import Callback, PretrainConfig, pretrain
 __version__ = "0.1.0"
 
 __all__ = [
-    "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats",
+    "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats", "normalize",
     "grid_patches", "random_patches", "methods", "pretrain", "PretrainConfig", "Callback",
     "load_model", "embed", "pca_rgb", "umap", "knn_accuracy", "probe", "band_statistics", "SENSORS", "plot",
     "save_embeddings", "open_embeddings", "progress", "DataError", "CheckpointError", "EosslError",

@@ -73,3 +73,13 @@ def normalize_array(x: np.ndarray, mean, std, band_axis: int) -> np.ndarray:
     mean = np.asarray(mean, dtype="float32").reshape(shape)
     std = np.asarray(std, dtype="float32").reshape(shape)
     return (x.astype("float32") - mean) / std
+
+
+def normalize(da: xr.DataArray, stats: xr.Dataset | None = None) -> xr.DataArray:
+    """``da`` standardised per band, ``(x - mean) / std`` as float32, with the statistics it
+    carries (or ``stats``, or ones computed from it); NaN stays NaN."""
+    stats = stats_of(da) if stats is None else stats
+    stats = stats.sel(band=da["band"].values)
+    axis = da.dims.index("band")
+    values = normalize_array(np.asarray(da.values), stats["mean"].values, stats["std"].values, axis)
+    return da.copy(data=values)

@@ -190,3 +190,15 @@ def test_normalised_chips_have_zero_mean_unit_std(chips):
     out = normalize_array(sub.values, stats["mean"].values, stats["std"].values, band_axis=1)
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3), dtype="float64"), 0.0, atol=1e-4)
     np.testing.assert_allclose(out.std(axis=(0, 2, 3), dtype="float64"), 1.0, atol=1e-4)
+
+
+def test_normalize_standardises_each_band(chips):
+    import eossl
+    out = eossl.normalize(chips)
+    assert out.dtype == np.float32 and out.dims == chips.dims
+    assert out["label"].values.tolist() == chips["label"].values.tolist()
+    values = out.transpose("band", ...).values.reshape(chips.sizes["band"], -1)
+    np.testing.assert_allclose(values.mean(axis=1), 0, atol=1e-3)
+    np.testing.assert_allclose(values.std(axis=1), 1, atol=1e-3)
+    reordered = eossl.normalize(chips.isel(band=[2, 0, 1]), stats=eossl.band_stats(chips))
+    np.testing.assert_allclose(reordered.sel(band="B01").values, out.sel(band="B01").values, rtol=1e-6)
