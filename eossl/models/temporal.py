@@ -249,6 +249,17 @@ class MaskedTimestep(nn.Module):
         hidden_images = series[torch.arange(B, device=series.device), hidden]  # (B, C, H, W)
         return self.forward_loss(hidden_images, pred), pred, hidden, features
 
+    @torch.no_grad()
+    def predict_hidden(self, series: torch.Tensor, hidden: torch.Tensor | None = None):
+        """Pictures: the predicted hidden date as images (B, C, H, W), and which date was hidden (B,).
+        With ``norm_pix_loss`` the prediction is per-patch normalised and is shown as such."""
+        _, pred, hidden, _ = self.forward(series, hidden)
+        B, _, C, H, W = series.shape
+        p = self.patch_size
+        x = pred.float().reshape(B, H // p, W // p, p, p, C)  # the layout of patchify
+        x = torch.einsum("bhwpqc->bchpwq", x)                  # (B, C, h, p, w, p)
+        return x.reshape(B, C, H, W), hidden
+
     def training_step(self, series: torch.Tensor):
         """One batch (B, T, C, H, W) -> (loss, logs); ``emb_std`` of the visible dates' pooled features."""
         loss, _, _, features = self.forward(series)

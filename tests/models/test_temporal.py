@@ -316,3 +316,16 @@ def test_load_model_round_trip_gives_identical_embeddings(runs, key, slovenia):
     scene = slovenia.image.isel(time=3)
     torch.testing.assert_close(torch.from_numpy(eossl.embed(loaded, scene).values),
                                torch.from_numpy(eossl.embed(run.model, scene).values), rtol=0, atol=0)
+
+
+def test_predict_hidden_unpatchifies_the_prediction():
+    from eossl.models.registry import build_method
+    from eossl.models.temporal import patchify
+    model = build_method("masked_timestep", {"name": "vit_tiny", "patch_size": 8, "depth": 1, "embed_dim": 48,
+                                             "num_heads": 2, "in_chans": 3, "img_size": 16},
+                         {"predict": "last"}).eval()
+    series = torch.randn(2, 3, 3, 16, 16)
+    images, hidden = model.predict_hidden(series)
+    assert images.shape == (2, 3, 16, 16) and hidden.tolist() == [2, 2]
+    _, pred, _, _ = model.forward(series, hidden)
+    torch.testing.assert_close(patchify(images, 8), pred.float())  # exact inverse of the layout
