@@ -184,3 +184,39 @@ def show_chips(chips: xr.DataArray, per_class: int = 1, max_classes: int = 10, b
         ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+def show_band_groups(da: xr.DataArray, band_groups, ax=None, title: str = "band groups"):
+    """Each band at its wavelength (and native resolution as bar height), coloured by its group:
+    what a band-group model treats as one token."""
+    ax = ax or plt.subplots(figsize=(8, 2.8))[1]
+    names = da["band"].values.tolist()
+    wl = da["wavelength"].values if "wavelength" in da.coords else np.arange(len(names), dtype=float)
+    res = da["resolution"].values if "resolution" in da.coords else np.ones(len(names))
+    cmap = plt.get_cmap("tab10")
+    for g, group in enumerate(band_groups):
+        for i in group:
+            ax.bar(np.log10(wl[i]), res[i], width=0.012, color=cmap(g % 10))
+            ax.annotate(names[i], (np.log10(wl[i]), res[i]), ha="center", va="bottom", fontsize=7)
+    ax.set_xlabel("wavelength (log10 nm)")
+    ax.set_ylabel("native resolution (m)")
+    ax.set_title(title)
+    return ax
+
+
+def show_tiles(model, window, n: int = 4, bands_idx=(0, 1, 2), seed: int = 0):
+    """Relative-position pictures: the centre tile and the neighbour the model must place, for
+    ``n`` normalised windows (B, C, H, W), with the true direction as the title."""
+    import torch
+    from eossl.models.position import NEIGHBOUR_OFFSETS
+    torch.manual_seed(seed)
+    x = torch.as_tensor(np.asarray(window[:n]), dtype=torch.float32)
+    centre, neighbour, labels = model.cut_tiles(x)
+    names = {(-1, -1): "up-left", (-1, 0): "up", (-1, 1): "up-right", (0, -1): "left", (0, 1): "right",
+             (1, -1): "down-left", (1, 0): "down", (1, 1): "down-right"}
+    fig = show_pairs(centre.numpy(), neighbour.numpy(), bands_idx, titles=("centre tile", "neighbour tile"),
+                     n=n)
+    for j, label in enumerate(labels.tolist()):
+        fig.axes[len(x) + j].set_title(f"neighbour: {names[tuple(NEIGHBOUR_OFFSETS[label])]}", fontsize=9,
+                                       loc="left")
+    return fig

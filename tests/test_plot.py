@@ -159,3 +159,23 @@ def test_show_chips_one_column_per_class(chips):
     assert [ax.get_title() for ax in axes[0]] == ["AnnualCrop", "Forest", "HerbaceousVege"]
     assert [ax.get_title() for ax in axes[1]] == ["AnnualCrop", "", "HerbaceousVege"]
     assert len(axes[1, 1].images) == 0
+
+
+def test_show_band_groups_colours_each_group(chips):
+    from eossl.models.spectral import default_band_groups
+    groups = default_band_groups(chips["band"].values.tolist())
+    ax = plot.show_band_groups(chips, groups)
+    assert len(ax.patches) == sum(len(g) for g in groups) == 13
+    assert len({tuple(p.get_facecolor()) for p in ax.patches}) == len(groups)
+
+
+def test_show_pairs_and_show_tiles(chips):
+    from eossl.analysis.embed import model_input
+    from eossl.models.registry import build_method
+    x = eossl.normalize(chips).values[:3]
+    fig = plot.show_pairs(x, x[::-1], n=3)
+    assert len(fig.axes) == 6 and all(len(ax.images) == 1 for ax in fig.axes)
+    model = build_method("relative_position", {"name": "vit_tiny", "patch_size": 8, "depth": 1, "embed_dim": 48,
+                                               "num_heads": 2, "in_chans": 13, "img_size": 48})
+    fig = plot.show_tiles(model, x, n=3)
+    assert [ax.get_title(loc="left").startswith("neighbour: ") for ax in fig.axes[3:]] == [True] * 3
