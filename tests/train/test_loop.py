@@ -352,3 +352,9 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path, chips):
     assert run.history["step"].tolist() == list(range(1, k + 3))
     assert run.history["loss"].tolist()[:k] == [row["loss"] for row in saved["trainer"]["history"]]
     assert read_card(out)["step"] == k + 2
+
+
+def test_worker_loader_trains_like_the_inline_sampler(tmp_path, chips):
+    """num_workers > 0 cuts batches in a worker process (the GPU path); on CPU it must still train."""
+    run = _pretrain(chips, tmp_path, 3, batch_size=4, num_workers=1)
+    assert run.history["step"].tolist() == [1, 2, 3] and np.isfinite(run.history["loss"]).all()
