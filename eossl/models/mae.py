@@ -32,6 +32,23 @@ def sincos_pos_embed(dim: int, h: int, w: int) -> torch.Tensor:
     return torch.from_numpy(emb).float()
 
 
+def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, L, p*p*C): patches row-major, each flattened (row, col, band)."""
+    B, C, H, W = imgs.shape
+    h, w = H // p, W // p
+    x = imgs.reshape(B, C, h, p, w, p)
+    x = torch.einsum("bchpwq->bhwpqc", x)  # (B, h, w, p, p, C)
+    return x.reshape(B, h * w, p * p * C)
+
+
+def unpatchify(x: torch.Tensor, p: int, C: int, h: int, w: int) -> torch.Tensor:
+    """(B, L, p*p*C) -> (B, C, H, W), the inverse of :func:`patchify`."""
+    B = x.shape[0]
+    x = x.reshape(B, h, w, p, p, C)
+    x = torch.einsum("bhwpqc->bchpwq", x)  # (B, C, h, p, w, p)
+    return x.reshape(B, C, h * p, w * p)
+
+
 class MAE(nn.Module):
     """Masked image modeling with a ViT encoder over C bands."""
 
@@ -73,20 +90,11 @@ class MAE(nn.Module):
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, L, p*p*C)"""
-        B, C, H, W = imgs.shape
-        p = self.patch_size
-        h, w = H // p, W // p
-        x = imgs.reshape(B, C, h, p, w, p)
-        x = torch.einsum("bchpwq->bhwpqc", x)  # (B, h, w, p, p, C)
-        return x.reshape(B, h * w, p * p * C)
+        return patchify(imgs, self.patch_size)
 
     def unpatchify(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """(B, L, p*p*C) -> (B, C, H, W)"""
-        B = x.shape[0]
-        p, C = self.patch_size, self.in_chans
-        x = x.reshape(B, h, w, p, p, C)
-        x = torch.einsum("bhwpqc->bchpwq", x)  # (B, C, h, p, w, p)
-        return x.reshape(B, C, h * p, w * p)
+        return unpatchify(x, self.patch_size, self.in_chans, h, w)
 
     @staticmethod
     def random_masking(x: torch.Tensor, mask_ratio: float):

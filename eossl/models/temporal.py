@@ -26,6 +26,7 @@ from torch import nn
 from eossl.errors import DataError
 from eossl.models.backbones import Encoder
 from eossl.models.losses import embedding_std, nt_xent
+from eossl.models.mae import patchify, unpatchify
 
 
 def require_stack(arrays, length: int, method: str) -> None:
@@ -129,14 +130,6 @@ class SeasonalContrast(nn.Module):
 
 
 # ---------------------------------------------------------------------- masked date
-
-def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, L, p*p*C), patches row-major, each flattened (row, col, band) as in the MAE."""
-    B, C, H, W = images.shape
-    x = images.reshape(B, C, H // p, p, W // p, p)
-    x = torch.einsum("bchpwq->bhwpqc", x)  # (B, h, w, p, p, C)
-    return x.reshape(B, (H // p) * (W // p), p * p * C)
-
 
 class MaskedTimestep(nn.Module):
     """Hide one of T dates and rebuild all its bands from the other dates.
@@ -256,9 +249,7 @@ class MaskedTimestep(nn.Module):
         _, pred, hidden, _ = self.forward(series, hidden)
         B, _, C, H, W = series.shape
         p = self.patch_size
-        x = pred.float().reshape(B, H // p, W // p, p, p, C)  # the layout of patchify
-        x = torch.einsum("bhwpqc->bchpwq", x)                  # (B, C, h, p, w, p)
-        return x.reshape(B, C, H, W), hidden
+        return unpatchify(pred.float(), p, C, H // p, W // p), hidden
 
     def training_step(self, series: torch.Tensor):
         """One batch (B, T, C, H, W) -> (loss, logs); ``emb_std`` of the visible dates' pooled features."""
