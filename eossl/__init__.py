@@ -7,6 +7,8 @@
 """
 
 from eossl import datasets, plot, progress
+from eossl.analysis.change import change, change_vector, evaluate_change
+from eossl.analysis.cluster import cluster
 from eossl.analysis.embed import embed
 from eossl.analysis.io import open_embeddings, save_embeddings
 from eossl.analysis.probe import band_statistics, knn_accuracy, probe
@@ -27,5 +29,5 @@ __all__ = [
     "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats", "normalize",
     "grid_patches", "random_patches", "methods", "pretrain", "PretrainConfig", "Callback",
     "load_model", "embed", "pca_rgb", "umap", "knn_accuracy", "probe", "band_statistics", "SENSORS", "plot",
-    "save_embeddings", "open_embeddings", "progress", "DataError", "CheckpointError", "EosslError",
+    "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "progress", "DataError", "CheckpointError", "EosslError",
 ]

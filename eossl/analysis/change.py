@@ -1,0 +1,104 @@
+"""Change detection from embeddings: ``eossl.change(emb_t1, emb_t2)`` gives a per-patch change score
+map; :func:`evaluate_change` scores it against labels; :func:`change_vector` is the raw spectral
+baseline every embedding result must be read against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from eossl.data.normalize import band_stats, normalize_array
+from eossl.errors import DataError
+
+
+def _same_grid(a: xr.DataArray, b: xr.DataArray) -> None:
+    if a.sizes.get("y") != b.sizes.get("y") or a.sizes.get("x") != b.sizes.get("x"):
+        raise DataError(f"the two dates' embeddings are on different grids ({a.sizes.get('y')}x{a.sizes.get('x')} "
+                        f"vs {b.sizes.get('y')}x{b.sizes.get('x')} patches); embed both dates of one stack "
+                        "(eossl.open_stack aligns them) or resample one onto the other first")
+    for dim in ("x", "y"):
+        if dim in a.coords and dim in b.coords and not np.allclose(a[dim].values, b[dim].values):
+            raise DataError(f"the two dates' embeddings have the same size but other {dim} coordinates: "
+                            "they do not cover the same ground")
+
+
+def change(emb_t1: xr.DataArray, emb_t2: xr.DataArray) -> xr.DataArray:
+    """Per-patch change score: the cosine distance ``1 - cos(e1, e2)`` between the two dates'
+    embeddings, ``(y, x)`` in [0, 2] with the grid's coordinates and CRS. NaN where either date has
+    no embedding (nodata). ``emb_t1``/``emb_t2``: ``(y, x, dim)`` from :func:`eossl.embed`."""
+    if "dim" not in emb_t1.dims or "dim" not in emb_t2.dims:
+        raise DataError("change needs embedding maps (y, x, dim) of two dates")
+    _same_grid(emb_t1, emb_t2)
+    a = emb_t1.transpose("y", "x", "dim").values.astype("float64")
+    b = emb_t2.transpose("y", "x", "dim").values.astype("float64")
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+    out = xr.DataArray(1.0 - cos, dims=("y", "x"), coords={d: emb_t1[d] for d in ("y", "x") if d in emb_t1.coords},
+                       name="change_score", attrs={"description": "cosine distance between the dates' embeddings"})
+    if emb_t1.rio.crs is not None:
+        out = out.rio.write_crs(emb_t1.rio.crs)
+    return out
+
+
+def change_vector(image_t1: xr.DataArray, image_t2: xr.DataArray, patch_size: int) -> xr.DataArray:
+    """The raw spectral baseline (change-vector analysis): per patch, the length of the difference of
+    the two dates' per-band means. Each date is standardised with its own per-band statistics first
+    (a simple relative radiometric normalisation), so a global brightness or stretch difference
+    between the dates is not taken for change. ``(y, x)`` on the same patch grid as
+    :func:`eossl.embed` with that patch size."""
+    if image_t1.sizes != image_t2.sizes:
+        raise DataError(f"the two images differ in size ({dict(image_t1.sizes)} vs {dict(image_t2.sizes)})")
+    p = patch_size
+    rows, cols = image_t1.sizes["y"] // p, image_t1.sizes["x"] // p
+    if rows == 0 or cols == 0:
+        raise DataError(f"images of {image_t1.sizes['y']}x{image_t1.sizes['x']} px hold no {p} px patch")
+
+    def patch_means(image):
+        stats = band_stats(image)
+        values = normalize_array(image.transpose("band", "y", "x").values[:, :rows * p, :cols * p],
+                                 stats["mean"].values, stats["std"].values, 0)
+        return values.reshape(-1, rows, p, cols, p).mean(axis=(2, 4))  # (C, rows, cols)
+
+    score = np.linalg.norm(patch_means(image_t1) - patch_means(image_t2), axis=0)
+    out = xr.DataArray(score, dims=("y", "x"), name="change_vector")
+    if "x" in image_t1.coords and "y" in image_t1.coords:
+        xs = image_t1["x"].values[:cols * p].reshape(cols, p).mean(axis=1)
+        ys = image_t1["y"].values[:rows * p].reshape(rows, p).mean(axis=1)
+        out = out.assign_coords(x=xs, y=ys)
+        if image_t1.rio.crs is not None:
+            out = out.rio.write_crs(image_t1.rio.crs)
+    return out
+
+
+def patch_labels(labels: xr.DataArray, patch_size: int, changed: int = 2, unchanged: int = 1,
+                 min_labeled: float = 0.5) -> np.ndarray:
+    """Pixel labels ``(y, x)`` -> patch labels on the embedding grid: 1 changed, 0 unchanged,
+    -1 unknown. A patch takes the majority of its labeled pixels, and is unknown when fewer than
+    ``min_labeled`` of its pixels carry a label (most Landsat-pair pixels are unlabeled)."""
+    p = patch_size
+    rows, cols = labels.sizes["y"] // p, labels.sizes["x"] // p
+    lab = labels.values[:rows * p, :cols * p].reshape(rows, p, cols, p)
+    n_changed = (lab == changed).sum(axis=(1, 3))
+    n_unchanged = (lab == unchanged).sum(axis=(1, 3))
+    out = np.where(n_changed > n_unchanged, 1, 0)
+    out[(n_changed + n_unchanged) < min_labeled * p * p] = -1
+    return out
+
+
+def evaluate_change(score: xr.DataArray, labels: xr.DataArray, patch_size: int, **kwargs) -> dict:
+    """Score a change map against pixel labels: ROC AUC, and the best F1 over thresholds (with the
+    threshold), on the patches that carry a label. ``kwargs`` go to :func:`patch_labels`."""
+    from sklearn.metrics import precision_recall_curve, roc_auc_score
+    truth = patch_labels(labels, patch_size, **kwargs)
+    if truth.shape != score.shape:
+        raise DataError(f"labels give a {truth.shape} patch grid but the score map is {score.shape}; "
+                        "pass the labels of the same scene and the encoder's patch size")
+    keep = (truth >= 0) & np.isfinite(score.values)
+    y, s = truth[keep], score.values[keep]
+    if len(np.unique(y)) < 2:
+        raise DataError("the labeled patches are all of one class; AUC and F1 need both changed and unchanged patches")
+    precision, recall, thresholds = precision_recall_curve(y, s)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1]))
+    return {"auc": float(roc_auc_score(y, s)), "f1": float(f1[best]), "threshold": float(thresholds[best]),
+            "patches": int(keep.sum()), "changed": int(y.sum())}
