@@ -13,6 +13,7 @@ from eossl.analysis.embed import embed
 from eossl.analysis.io import open_embeddings, save_embeddings
 from eossl.analysis.probe import band_statistics, knn_accuracy, probe
 from eossl.analysis.reduce import pca_rgb, umap
+from eossl.analysis.search import SimilarityResult, similar
 from eossl.data.bands import SENSORS
 from eossl.data.chips import open_chips
 from eossl.data.normalize import band_stats, normalize, with_stats
@@ -29,5 +30,5 @@ __all__ = [
     "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats", "normalize",
     "grid_patches", "random_patches", "methods", "pretrain", "PretrainConfig", "Callback",
     "load_model", "embed", "pca_rgb", "umap", "knn_accuracy", "probe", "band_statistics", "SENSORS", "plot",
-    "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "progress", "DataError", "CheckpointError", "EosslError",
+    "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "progress", "DataError", "CheckpointError", "EosslError",
 ]

@@ -1,0 +1,100 @@
+"""eossl.similar: exact and FAISS search, queries by place, patch, lon/lat, positives and negatives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from rasterio.warp import transform
+
+import eossl
+from eossl.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def grid():
+    """A 6 x 8 patch map of 80 m patches in UTM 33N with known vectors."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(6, 8, 16))
+    values[4, 5] = values[1, 2] * 2 + 0.01 * rng.normal(size=16)   # nearly the same direction as (1, 2)
+    values[0, 7] = np.nan                                           # no embedding there
+    da = xr.DataArray(values, dims=("y", "x", "dim"),
+                      coords={"y": 5_080_000 - 80 * (np.arange(6) + 0.5), "x": 465_000 + 80 * (np.arange(8) + 0.5)})
+    da = da.rio.write_crs("EPSG:32633").rio.write_transform(
+        __import__("affine").Affine(80, 0, 465_000, 0, -80, 5_080_000))
+    return da
+
+
+def _cosine_ranking(values, query):
+    flat = values.reshape(-1, values.shape[-1])
+    sims = flat @ query / (np.linalg.norm(flat, axis=1) * np.linalg.norm(query))
+    sims[~np.isfinite(sims)] = -np.inf
+    return np.argsort(-sims), sims
+
+
+def test_exact_search_from_a_place_matches_numpy(grid):
+    x, y = float(grid.x[2]), float(grid.y[1])
+    result = eossl.similar(grid, at=(x, y), k=5)
+    order, sims = _cosine_ranking(grid.values, grid.values[1, 2])
+    expected = [i for i in order if i != 1 * 8 + 2][:5]
+    assert (result.table["row"] * 8 + result.table["col"]).tolist() == expected
+    np.testing.assert_allclose(result.table["score"], sims[expected], rtol=1e-5)
+    assert result.table.iloc[0][["row", "col"]].tolist() == [4, 5]  # the planted near-duplicate
+    top = result.table.iloc[0]
+    assert (top["minx"], top["maxy"]) == (465_000 + 5 * 80, 5_080_000 - 4 * 80)
+    assert top["x"] == pytest.approx(float(grid.x[5])) and top["y"] == pytest.approx(float(grid.y[4]))
+
+
+def test_heatmap_is_aligned_with_the_grid(grid):
+    result = eossl.similar(grid, at=(1, 2), crs="rowcol", k=3)
+    heat = result.heatmap
+    assert heat.dims == ("y", "x") and heat.shape == (6, 8) and heat.rio.crs.to_epsg() == 32633
+    assert heat.values[1, 2] == pytest.approx(1.0) and np.isnan(heat.values[0, 7])
+    np.testing.assert_array_equal(heat["x"].values, grid["x"].values)
+
+
+def test_lonlat_query_finds_the_same_patch(grid):
+    lon, lat = transform("EPSG:32633", "EPSG:4326", [float(grid.x[2])], [float(grid.y[1])])
+    by_lonlat = eossl.similar(grid, at=(lon[0], lat[0]), crs="EPSG:4326", k=4).table
+    by_rowcol = eossl.similar(grid, at=(1, 2), crs="rowcol", k=4).table
+    assert by_lonlat[["row", "col"]].values.tolist() == by_rowcol[["row", "col"]].values.tolist()
+
+
+def test_positives_and_negatives(grid):
+    pos, neg = [(1, 2), (3, 3)], [(2, 6)]
+    result = eossl.similar(grid, positives=pos, negatives=neg, crs="rowcol", k=6, negative_weight=0.5)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    query = unit(np.stack([grid.values[r, c] for r, c in pos])).mean(0) - 0.5 * unit(grid.values[2, 6])
+    order, _ = _cosine_ranking(grid.values, query)
+    expected = [i for i in order if i not in (1 * 8 + 2, 3 * 8 + 3)][:6]
+    assert (result.table["row"] * 8 + result.table["col"]).tolist() == expected
+
+
+def test_faiss_gives_the_exact_answer(grid):
+    exact = eossl.similar(grid, at=(1, 2), crs="rowcol", k=10, backend="exact").table
+    fast = eossl.similar(grid, at=(1, 2), crs="rowcol", k=10, backend="faiss").table
+    assert fast[["row", "col"]].values.tolist() == exact[["row", "col"]].values.tolist()
+    np.testing.assert_allclose(fast["score"], exact["score"], rtol=1e-4)
+
+
+def test_chips_search_keeps_labels(chips):
+    emb = eossl.band_statistics(chips)
+    result = eossl.similar(emb, at=0, k=3)
+    assert result.heatmap is None and 0 not in result.table["sample"].tolist()
+    assert result.table["label"].tolist() == chips["label"].values[result.table["sample"]].tolist()
+
+
+def test_bad_queries(grid):
+    with pytest.raises(DataError, match="outside the embedded scene"):
+        eossl.similar(grid, at=(0.0, 0.0))
+    with pytest.raises(DataError, match="outside the 6x8 patch grid"):
+        eossl.similar(grid, at=(9, 9), crs="rowcol")
+    with pytest.raises(DataError, match="no embedding"):
+        eossl.similar(grid, at=(0, 7), crs="rowcol")
+    with pytest.raises(DataError, match="give a place"):
+        eossl.similar(grid)
+    with pytest.raises(DataError, match="pick one date"):
+        eossl.similar(grid.expand_dims(time=2).transpose("time", "y", "x", "dim"), at=(1, 2), crs="rowcol")
+    with pytest.warns(UserWarning, match="more than the 46 candidates"):
+        result = eossl.similar(grid, at=(1, 2), crs="rowcol", k=500)
+    assert len(result.table) == 46  # 48 patches, one without embedding, the query itself left out
