@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 from affine import Affine
 
-from eossl.data.normalize import normalize_array
+from eossl.data.normalize import nodata_to_nan, normalize_array
 from eossl.errors import CheckpointError, DataError
 from eossl.progress import progress
 from eossl.train.loop import resolve_device
@@ -77,10 +77,8 @@ def model_input(model, chips: xr.DataArray) -> np.ndarray:
     with its card's statistics, NaN as 0 (the band mean). Returns float32 ``(N, C, H, W)``."""
     _, card = _encoder_and_card(model)
     da = match_bands(chips, card)
-    values = da.transpose("sample", "band", "y", "x").values.astype("float32")
-    nodata = da.attrs.get("nodata")
-    if nodata is not None and not np.isnan(nodata):
-        values = np.where(values == nodata, np.nan, values)
+    values = nodata_to_nan(da.transpose("sample", "band", "y", "x").values.astype("float32"),
+                           da.attrs.get("nodata"))
     norm = card["normalization"]
     return np.nan_to_num(normalize_array(values, norm["mean"], norm["std"], 1))
 
@@ -125,10 +123,7 @@ def embed(model, data, *, batch_size: int = 64, window: int | None = None, devic
     nodata = da.attrs.get("nodata")
 
     def prepared(values: np.ndarray, band_axis: int) -> np.ndarray:
-        values = values.astype("float32")
-        if nodata is not None and not np.isnan(nodata):
-            values = np.where(values == nodata, np.nan, values)
-        return normalize_array(values, mean, std, band_axis)
+        return normalize_array(nodata_to_nan(values.astype("float32"), nodata), mean, std, band_axis)
 
     if da.ndim == 4 and "sample" in da.dims:
         raw = da.transpose("sample", "band", "y", "x").values

@@ -14,6 +14,14 @@ from eossl.errors import DataError
 MAX_PIXELS = 2_000_000  # per band: enough for 3-digit precision, cheap on a large scene
 
 
+def nodata_to_nan(values: np.ndarray, nodata) -> np.ndarray:
+    """``values`` with the nodata value replaced by NaN (unchanged when nodata is None or NaN).
+    ``values`` must already be a float array."""
+    if nodata is not None and not np.isnan(nodata):
+        return np.where(values == nodata, np.nan, values)
+    return values
+
+
 def band_stats(data, max_pixels: int = MAX_PIXELS, seed: int = 0) -> xr.Dataset:
     """Mean and standard deviation of every band over valid (finite, non-nodata) pixels.
 
@@ -30,11 +38,7 @@ def band_stats(data, max_pixels: int = MAX_PIXELS, seed: int = 0) -> xr.Dataset:
         if flat.shape[1] > max_pixels:
             idx = np.sort(np.random.default_rng(seed).choice(flat.shape[1], max_pixels, replace=False))
             flat = flat[:, idx]
-        flat = np.asarray(flat, dtype="float64")
-        nodata = da.attrs.get("nodata")
-        if nodata is not None and not np.isnan(nodata):
-            flat = np.where(flat == nodata, np.nan, flat)
-        columns.append(flat)
+        columns.append(nodata_to_nan(np.asarray(flat, dtype="float64"), da.attrs.get("nodata")))
     flat = np.concatenate(columns, axis=1)
     counts = np.isfinite(flat).sum(axis=1)
     if np.any(counts == 0):

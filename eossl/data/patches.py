@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from eossl.data.normalize import normalize_array, stats_of
+from eossl.data.normalize import nodata_to_nan, normalize_array, stats_of
 from eossl.errors import DataError
 
 
@@ -29,10 +29,7 @@ def _as_images(da: xr.DataArray) -> tuple[np.ndarray, str]:
         kind = "chips" if lead == "sample" else "stack"
     else:
         raise DataError(f"expected (band, y, x), (time, band, y, x) or (sample, band, y, x), got {da.dims}")
-    arr = arr.astype("float32", copy=False)
-    if nodata is not None and not np.isnan(nodata):
-        arr = np.where(arr == nodata, np.nan, arr)
-    return arr, kind
+    return nodata_to_nan(arr.astype("float32", copy=False), nodata), kind
 
 
 def _valid_integral(images: np.ndarray) -> np.ndarray:

@@ -202,3 +202,10 @@ def test_normalize_standardises_each_band(chips):
     np.testing.assert_allclose(values.std(axis=1), 1, atol=1e-3)
     reordered = eossl.normalize(chips.isel(band=[2, 0, 1]), stats=eossl.band_stats(chips))
     np.testing.assert_allclose(reordered.sel(band="B01").values, out.sel(band="B01").values, rtol=1e-6)
+
+
+def test_nodata_to_nan():
+    from eossl.data.normalize import nodata_to_nan
+    values = np.array([1.0, 0.0, 5.0])
+    np.testing.assert_array_equal(nodata_to_nan(values, 0), [1.0, np.nan, 5.0])
+    assert nodata_to_nan(values, None) is values and nodata_to_nan(values, np.nan) is values
