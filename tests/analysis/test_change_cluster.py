@@ -26,12 +26,44 @@ def test_change_is_the_cosine_distance_per_patch():
     b[1, 2] = -a[1, 2]          # opposite: distance 2
     b[0, 0] = 3 * a[0, 0]       # same direction: distance 0
     b[2, 3] = rng.normal(size=5)
-    score = eossl.change(_grid(a), _grid(b))
+    score = eossl.change(_grid(a), _grid(b), standardize=False)
     assert score.dims == ("y", "x") and score.rio.crs.to_epsg() == 32633
     expected = 1 - (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     np.testing.assert_allclose(score.values, expected, atol=1e-9)
     assert score.values[1, 2] == pytest.approx(2.0) and score.values[0, 0] == pytest.approx(0.0, abs=1e-9)
     np.testing.assert_array_equal(score["x"].values, _grid(a)["x"].values)
+
+
+def test_change_standardises_each_date_so_a_shared_shift_is_not_change():
+    """Date 2 = date 1 moved as a whole (a new season or stretch) plus one patch that really changed:
+    the raw cosine distance is high everywhere, the standardised score singles out that patch."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(5, 6, 8))
+    b = a + 4.0 * rng.normal(size=8)                  # the same shift for every patch
+    b[2, 3] = rng.normal(size=8) * 3
+    raw = eossl.change(_grid(a), _grid(b), standardize=False).values
+    score = eossl.change(_grid(a), _grid(b))
+    others = np.delete(score.values.ravel(), 2 * 6 + 3)
+    assert np.median(np.delete(raw.ravel(), 2 * 6 + 3)) > 0.3       # the shift dominates the raw score
+    assert score.values[2, 3] > 0.5 and others.max() < 0.2
+    assert int(np.nanargmax(score.values)) == 2 * 6 + 3
+    assert "standardised" in score.attrs["description"]
+    # the standardised score equals the cosine distance of the standardised vectors
+    za = (a - a.reshape(-1, 8).mean(0)) / a.reshape(-1, 8).std(0)
+    zb = (b - b.reshape(-1, 8).mean(0)) / b.reshape(-1, 8).std(0)
+    expected = 1 - (za * zb).sum(-1) / (np.linalg.norm(za, axis=-1) * np.linalg.norm(zb, axis=-1))
+    np.testing.assert_allclose(score.values, expected, atol=1e-9)
+
+
+def test_change_keeps_nodata_patches_out_of_the_statistics():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(4, 4, 6))
+    b = a.copy()
+    a[0, 0] = np.nan
+    score = eossl.change(_grid(a), _grid(b)).values
+    assert np.isnan(score[0, 0]) and np.nanmax(score) < 1e-9
+    with pytest.raises(DataError, match="no patch has a valid embedding"):
+        eossl.change(_grid(np.full((2, 2, 3), np.nan)), _grid(b[:2, :2, :3]))
 
 
 def test_change_refuses_embeddings_on_other_grids():
@@ -59,6 +91,19 @@ def test_change_vector_finds_the_labeled_change_of_the_landsat_pair(taizhou):
     result = eossl.evaluate_change(cva, taizhou.change, 8)
     assert result["auc"] > 0.9 and result["f1"] > 0.8  # a strong baseline on this pair
     assert result["patches"] == int((patch_labels(taizhou.change, 8) >= 0).sum())
+
+
+def test_change_vector_refuses_images_of_other_ground_and_marks_nodata(taizhou):
+    first, second = taizhou.image.isel(time=0), taizhou.image.isel(time=1)
+    with pytest.raises(DataError, match="differ in size"):
+        eossl.change_vector(first, second.isel(x=slice(0, 300)), 8)
+    with pytest.raises(DataError, match="do not cover the same ground"):
+        eossl.change_vector(first, second.assign_coords(x=second["x"] + 30 * 400), 8)
+    holey = second.astype("float32").copy()
+    holey.values[:, 3, 10] = 255.0  # one nodata pixel in patch (0, 1)
+    holey.attrs["nodata"] = 255.0
+    cva = eossl.change_vector(first, holey, 8)
+    assert np.isnan(cva.values[0, 1]) and np.isfinite(cva.values).sum() == 50 * 50 - 1
 
 
 def test_change_vector_ignores_a_global_stretch(taizhou):
