@@ -20,6 +20,8 @@ from eossl.data.normalize import band_stats, normalize, with_stats
 from eossl.data.patches import grid_patches, random_patches
 from eossl.data.scenes import open_scene, open_stack
 from eossl.errors import CheckpointError, DataError, EosslError
+from eossl.finetune import FinetuneRun, finetune, predict
+from eossl.finetune import load as load_finetuned
 from eossl.models.load import load_model
 from eossl.models.registry import methods
 from eossl.train.loop import Callback, PretrainConfig, pretrain
@@ -31,4 +33,5 @@ __all__ = [
     "grid_patches", "random_patches", "methods", "pretrain", "PretrainConfig", "Callback",
     "load_model", "embed", "pca_rgb", "umap", "knn_accuracy", "probe", "band_statistics", "SENSORS", "plot",
     "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "progress", "DataError", "CheckpointError", "EosslError",
+    "finetune", "predict", "load_finetuned", "FinetuneRun",
 ]

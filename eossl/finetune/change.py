@@ -13,6 +13,7 @@ OSCD (Daudt et al. 2018; not bundled, CC BY-NC-SA) opens with :func:`open_oscd` 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,7 @@ def open_oscd(city) -> xr.Dataset:
     The label file carries no georeferencing; it is on the date-1 10 m grid, so it takes the
     image's coordinates (cropped where date 2 is a few pixels smaller, as in abudhabi)."""
     import rasterio
+    import rasterio.errors
 
     from eossl.data.scenes import open_stack
 
@@ -100,8 +102,10 @@ def open_oscd(city) -> xr.Dataset:
         raise DataError(f"{city}: no cm.tif; OSCD labels exist for aguasclaras, bercy, bordeaux, nantes, "
                         "rennes, abudhabi and mumbai only")
     image = open_stack([city / "imgs_1", city / "imgs_2"])
-    with rasterio.open(city / "cm.tif") as src:
-        cm = src.read(1)
+    with warnings.catch_warnings():  # known: cm.tif has no geotransform (see the docstring)
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(city / "cm.tif") as src:
+            cm = src.read(1)
     H, W = image.sizes["y"], image.sizes["x"]
     if cm.shape[0] < H or cm.shape[1] < W:
         raise DataError(f"{city}/cm.tif is {cm.shape} but the images are {(H, W)}")

@@ -58,10 +58,11 @@ def base_of(model, data=None, encoder=None, seed: int = 0):
     ``None`` / ``"random"`` for random weights (``encoder`` then names the architecture)."""
     if model is None or (isinstance(model, str) and model == "random"):
         model = random_model(data, encoder, seed=seed)
-    elif isinstance(model, (str, Path)):
-        from eossl.models.load import load_model
-        model = load_model(model)
     path = getattr(model, "checkpoint_path", None)
+    if isinstance(model, (str, Path)):
+        from eossl.models.load import load_model
+        from eossl.train.checkpoint import resolve
+        path, model = resolve(model), load_model(model)
     model = getattr(model, "model", model)  # a PretrainRun or FinetuneRun
     enc = getattr(model, "encoder", None)
     card = getattr(model, "card", None)
