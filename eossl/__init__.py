@@ -8,7 +8,6 @@
 
 from eossl import datasets, plot, progress
 from eossl.data import stac  # eossl.stac.search / load; pystac-client and odc-stac load lazily
-from eossl.data import stac  # eossl.stac.search / load; pystac-client and odc-stac load lazily
 from eossl.analysis.change import change, change_vector, evaluate_change
 from eossl.analysis.cluster import cluster
 from eossl.analysis.embed import embed
