@@ -6,7 +6,11 @@
 - a stack ``(time, band, y, x)`` -> ``(time, y, x, dim)``.
 
 The data are normalised with the statistics in the model's card, after checking that the bands
-match (reordered by name when needed) and that the values look like what the model saw.
+match (reordered by name when needed, missing ones named in an error) and that the values are in
+the units the model expects. A card with ``units`` ("DN" or "reflectance") decides what happens to
+data in the other units (``card["on_mismatch"]``): ``"convert"`` (DN <-> reflectance with the
+sensor's scale, and a warning that says so), ``"warn"`` or ``"error"``. Cards without units still
+get a warning when the values sit far from the training statistics.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import xarray as xr
 from affine import Affine
 
 from eossl.data.normalize import nodata_to_nan, normalize_array
+from eossl.data.units import dn_scale, guess_units, normalise_units
 from eossl.errors import CheckpointError, DataError
 from eossl.progress import progress
 from eossl.train.loop import resolve_device
@@ -41,10 +46,69 @@ def match_bands(da: xr.DataArray, card: dict) -> xr.DataArray:
         return da
     missing = [b for b in want if b not in have]
     if missing:
+        hint = ""
+        if len(have) == len(want) and all(str(b).startswith("band_") for b in have):
+            hint = (f" The data's bands have no names; if they are the model's bands in its order, "
+                    f"name them: da.assign_coords(band={want})")
         raise CheckpointError(
             f"the model was trained on bands {want} but the data has {have}; missing {missing}. "
-            "Give data with those bands (or open it with bands=[...] naming them)")
+            "Give data with those bands (or open it with bands=[...] naming them)." + hint)
     return da.sel(band=want)  # same bands, other order: reorder by name
+
+
+def sample_values(da: xr.DataArray, max_pixels: int = 100_000) -> np.ndarray:
+    """A strided sample of ``da``'s values as ``(band, N)`` float64, NaN for nodata; reads only the
+    sample from lazy (dask) data."""
+    spatial = {d: da.sizes[d] for d in da.dims if d != "band"}
+    total = int(np.prod(list(spatial.values()))) if spatial else 1
+    step = max(1, int(np.ceil((total / max_pixels) ** (1 / max(1, len(spatial))))))
+    small = da.isel({d: slice(None, None, step) for d in spatial}) if step > 1 else da
+    values = np.asarray(small.transpose("band", ...).values, dtype="float64").reshape(da.sizes["band"], -1)
+    return nodata_to_nan(values, da.attrs.get("nodata"))
+
+
+def units_guard(da: xr.DataArray, card: dict, sample: np.ndarray | None = None,
+                on_mismatch: str | None = None) -> dict:
+    """The card to normalise ``da`` with: ``card`` itself when the units agree (or either is
+    unknown), otherwise, as ``on_mismatch`` (default: the card's) says, a card whose statistics
+    also convert the units (with a warning naming the conversion), a warning, or an error.
+
+    Converting inside the statistics costs nothing: (x * f + o - mean) / std is
+    (x - (mean - o) / f) / (std / f).
+    """
+    want = normalise_units(card.get("units"))
+    if want is None:
+        return card
+    values = sample if sample is not None else sample_values(da)
+    have = guess_units(values, dtype=da.dtype, attrs=da.attrs)
+    if have is None or have == want:
+        return card
+    conversion = dn_scale(card)
+    mode = on_mismatch or card.get("on_mismatch") or ("convert" if conversion else "warn")
+    if mode not in ("convert", "warn", "error"):
+        raise CheckpointError(f"on_mismatch={mode!r}: use 'convert', 'warn' or 'error'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        medians = np.round(np.nanmedian(values, axis=1)[:4], 4).tolist()
+    problem = (f"the model expects {want} but the data look like {have} (band medians {medians}...; "
+               f"different units)")
+    if mode == "error":
+        raise CheckpointError(problem + ". Convert the data to " + want + " first (Sentinel-2: "
+                              "reflectance = DN / 10000), or load the model with on_mismatch='convert'")
+    if mode == "convert" and conversion:
+        scale, offset = conversion  # reflectance = DN * scale + offset
+        f, o = (scale, offset) if want == "reflectance" else (1 / scale, -offset / scale)
+        warnings.warn(f"{problem}: converting {have} to {want} (x * {f:g}{offset and f' + {o:g}' or ''}) "
+                      "before embedding; pass data in the model's units to silence this", stacklevel=3)
+        norm = card["normalization"]
+        mean = (np.asarray(norm["mean"], dtype="float64") - o) / f
+        std = np.asarray(norm["std"], dtype="float64") / f
+        return {**card, "normalization": {**norm, "mean": mean.tolist(), "std": std.tolist()},
+                "units": have}
+    warnings.warn(problem + (f"; eossl knows no DN scale for sensor {card.get('sensor')!r} to convert"
+                             if mode == "convert" else "")
+                  + ". The embeddings will be meaningless: convert the data to " + want, stacklevel=3)
+    return card
 
 
 def check_units(da: xr.DataArray, card: dict, sample: np.ndarray | None = None) -> None:
@@ -73,10 +137,12 @@ def check_units(da: xr.DataArray, card: dict, sample: np.ndarray | None = None) 
 
 
 def model_input(model, chips: xr.DataArray) -> np.ndarray:
-    """Chips ``(sample, band, y, x)`` as the model sees them: its bands in its order, normalised
-    with its card's statistics, NaN as 0 (the band mean). Returns float32 ``(N, C, H, W)``."""
+    """Chips ``(sample, band, y, x)`` as the model sees them: its bands in its order, in its units
+    (see :func:`units_guard`), normalised with its card's statistics, NaN as 0 (the band mean).
+    Returns float32 ``(N, C, H, W)``."""
     _, card = _encoder_and_card(model)
     da = match_bands(chips, card)
+    card = units_guard(da, card)
     values = nodata_to_nan(da.transpose("sample", "band", "y", "x").values.astype("float32"),
                            da.attrs.get("nodata"))
     norm = card["normalization"]
@@ -104,13 +170,17 @@ def _encode(encoder, arr: np.ndarray, device, batch_size: int, pooled: bool, des
 
 
 def embed(model, data, *, batch_size: int = 64, window: int | None = None, device: str = "auto",
-          check_values: bool = True) -> xr.DataArray:
+          check_values: bool = True, on_mismatch: str | None = None) -> xr.DataArray:
     """Embed chips, a scene or a stack with a trained model (see the module docstring).
 
     Args:
         model: from :func:`eossl.pretrain` (``run.model``) or :func:`eossl.load_model`.
         data: DataArray (sample|time, band, y, x) or (band, y, x), or a Dataset with ``image``.
         window: for scenes, the tile size fed to the encoder (default: its training size).
+        check_values: compare the data's units and value range with the card's (default); False
+            skips every check and conversion.
+        on_mismatch: data in other units than the card's: ``"convert"``, ``"warn"`` or ``"error"``
+            (default: what the card says).
     """
     encoder, card = _encoder_and_card(model)
     if isinstance(data, xr.Dataset):
@@ -118,6 +188,8 @@ def embed(model, data, *, batch_size: int = 64, window: int | None = None, devic
     if not isinstance(data, xr.DataArray) or "band" not in data.dims:
         raise DataError("embed needs a DataArray with a 'band' dimension (chips, scene or stack)")
     da = match_bands(data, card)
+    if check_values:
+        card = units_guard(da, card, on_mismatch=on_mismatch)
     dev = resolve_device(device)
     mean, std = card["normalization"]["mean"], card["normalization"]["std"]
     nodata = da.attrs.get("nodata")

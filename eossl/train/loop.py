@@ -24,6 +24,7 @@ import xarray as xr
 
 from eossl.data.normalize import stats_of
 from eossl.data.patches import PatchSampler, align_bands
+from eossl.data.units import DN_SCALE, guess_units
 from eossl.errors import CheckpointError, DataError
 from eossl.models.registry import build_method, default_encoder, method_class
 from eossl.progress import enabled as progress_enabled
@@ -151,9 +152,19 @@ def make_card(config: PretrainConfig, model, arrays: list[xr.DataArray], stats: 
         "sensor": da.attrs.get("sensor", "generic"),
         "normalization": {"kind": "per-band standardisation, (x - mean) / std",
                           "mean": stats["mean"].values.tolist(), "std": stats["std"].values.tolist()},
+        # what eossl.embed compares new data with: DN vs reflectance, and what to do when they differ
+        "units": _training_units(arrays),
+        "on_mismatch": "convert" if da.attrs.get("sensor") in DN_SCALE else "warn",
         "input_dtype": str(da.dtype),
         "config": dataclasses.asdict(config),
     }
+
+
+def _training_units(arrays: list[xr.DataArray]) -> str | None:
+    """"DN" or "reflectance" when every training source agrees, else None (no units check)."""
+    from eossl.analysis.embed import sample_values  # embed imports this module: import late
+    found = {guess_units(sample_values(da, 20_000), dtype=da.dtype, attrs=da.attrs) for da in arrays}
+    return found.pop() if len(found) == 1 else None
 
 
 class _TrainingStep(torch.nn.Module):

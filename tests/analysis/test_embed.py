@@ -215,3 +215,101 @@ def test_data_without_bands_is_refused(model, chips):
         eossl.embed(model, chips.isel(sample=0, band=0))
     with pytest.raises(DataError, match="cannot embed"):
         eossl.embed(model, chips.isel(sample=0, y=0))  # (band, x)
+
+
+# ----------------------------------------------------------------------------- units guardrail
+
+from eossl.analysis.embed import sample_values, units_guard  # noqa: E402
+from eossl.data.units import guess_units, normalise_units  # noqa: E402
+
+
+def _with(model, **card_changes):
+    """The same encoder under a card with other fields (units, on_mismatch, ...)."""
+    class _Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = model.encoder
+            self.card = {**model.card, **card_changes}
+    return _Model()
+
+
+def test_own_runs_record_the_units_of_their_training_data(model, chips):
+    assert model.card["units"] == "DN" and model.card["on_mismatch"] == "convert"
+    assert guess_units(sample_values(chips)) == "DN"
+    assert guess_units(sample_values(chips / 10000.0)) == "reflectance"
+    assert guess_units(np.full((3, 10), 7.0)) is None  # neither: no guess
+    assert guess_units(np.zeros((3, 10))) is None  # only fill values
+    assert guess_units(np.ones((2, 4)), attrs={"units": "DN"}) == "DN"  # declared units win
+    assert normalise_units("Surface Reflectance") == "reflectance" and normalise_units("K") is None
+
+
+def test_reflectance_given_to_a_dn_model_is_converted_with_a_warning(model, chips):
+    few = chips.isel(sample=slice(0, 120, 12))
+    reference = eossl.embed(model, few)
+    with pytest.warns(UserWarning, match=r"expects DN but the data look like reflectance.*converting "
+                      r"reflectance to DN \(x \* 10000\)"):
+        converted = eossl.embed(model, few.astype("float32") / 10000.0)
+    np.testing.assert_allclose(converted.values, reference.values, rtol=1e-3, atol=1e-3)
+    with pytest.warns(UserWarning, match="converting"):  # model_input (plots) takes the same path
+        np.testing.assert_allclose(eossl.analysis.embed.model_input(model, few / 10000.0),
+                                   eossl.analysis.embed.model_input(model, few), rtol=1e-3, atol=1e-3)
+
+
+def test_dn_given_to_a_reflectance_model_is_converted(model, chips):
+    few = chips.isel(sample=slice(0, 120, 24))
+    norm = model.card["normalization"]
+    refl = _with(model, units="reflectance", normalization={
+        **norm, "mean": (np.asarray(norm["mean"]) / 1e4).tolist(), "std": (np.asarray(norm["std"]) / 1e4).tolist()})
+    with pytest.warns(UserWarning, match=r"expects reflectance but the data look like DN.*x \* 0.0001"):
+        got = eossl.embed(refl, few)
+    with _quiet():
+        want = eossl.embed(refl, few.astype("float32") / 10000.0)
+    np.testing.assert_allclose(got.values, want.values, rtol=1e-3, atol=1e-3)
+
+
+def test_on_mismatch_error_and_warn(model, chips):
+    few = chips.isel(sample=[0, 50]) / 10000.0
+    strict = _with(model, on_mismatch="error")
+    with pytest.raises(CheckpointError, match=r"expects DN but the data look like reflectance.*Convert the data"):
+        eossl.embed(strict, few)
+    with pytest.raises(CheckpointError, match="different units"):  # per call, too
+        eossl.embed(model, few, on_mismatch="error")
+    with pytest.warns(UserWarning, match="meaningless"):  # (and the statistics check agrees)
+        out = eossl.embed(model, few, on_mismatch="warn")
+    assert np.isfinite(out.values).all()
+    landsat = _with(model, sensor="landsat7")  # no DN scale known: warn, do not guess a factor
+    with pytest.warns(UserWarning, match="knows no DN scale for sensor 'landsat7'"):
+        eossl.embed(landsat, few)
+
+
+def test_declared_units_on_the_data_are_believed(model, chips):
+    few = chips.isel(sample=[0, 60]).astype("float32") / 10000.0
+    few.attrs["units"] = "DN"  # a wrong declaration: believed, so no conversion ...
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        eossl.embed(model, few)
+    messages = [str(w.message) for w in caught]
+    assert not any("converting" in m for m in messages)
+    assert any("do not look like what the model was trained on" in m for m in messages)  # ... but flagged
+
+
+def test_cards_without_units_skip_the_guard(model, chips):
+    old = _with(model)
+    del old.card["units"]
+    few = chips.isel(sample=[0])
+    assert units_guard(few, old.card) is old.card
+    assert units_guard(few, model.card) is model.card  # same units: the card itself
+
+
+def test_unnamed_bands_get_a_hint(model, chips):
+    unnamed = chips.isel(sample=[0]).assign_coords(band=[f"band_{i + 1}" for i in range(13)])
+    with pytest.raises(CheckpointError, match=r"missing .*name them: da.assign_coords\(band="):
+        eossl.embed(model, unnamed)
+
+
+def test_sample_values_reads_a_strided_sample(slovenia):
+    stack = slovenia["image"]
+    values = sample_values(stack, max_pixels=1000)
+    assert values.shape[0] == stack.sizes["band"] and 100 <= values.shape[1] <= 4 * 1000
+    lazy = stack.chunk({"time": 1})
+    np.testing.assert_array_equal(sample_values(lazy, 1000), values)
