@@ -155,3 +155,152 @@ def test_probe_balanced_accuracy_weighs_a_rare_class():
 def test_probe_refuses_more_shots_than_a_class_can_spare():
     with pytest.raises(DataError, match="leaves no test example of class 'c0'"):
         eossl.probe(_blobs(n_per_class=5), shots=[5])
+
+
+def test_probe_per_class_recall_rows_and_their_mean_is_balanced_accuracy():
+    emb = _blobs(n_per_class=12, classes=3, spread=2.5, seed=3)  # overlapping: recalls below 1
+    summary = eossl.probe(emb, shots=[1, 5], repeats=4)
+    per = eossl.probe(emb, shots=[1, 5], repeats=4, per_class=True)
+    assert len(per) == 2 * 2 * 3 and set(per["class"]) == {"c0", "c1", "c2"}
+    assert {"recall", "recall_std", "test_examples"} <= set(per.columns)
+    assert (per[per["shots"] == 5]["test_examples"] == 7).all()  # 12 - 5 per class
+    mean_recall = per.groupby(["probe", "shots"])["recall"].mean()
+    for _, row in summary.iterrows():  # random split: every class in every test set
+        assert mean_recall[(row["probe"], row["shots"])] == pytest.approx(row["balanced_accuracy"])
+
+
+def test_probe_per_class_shows_the_unlearnable_rare_class():
+    emb = _blobs(n_per_class=12, classes=2, spread=0.05)
+    labels = emb["label"].values.astype("U8")
+    labels[:3] = "rare"  # inside class c0's blob
+    per = eossl.probe(emb, labels=labels, shots=[1], repeats=5, per_class=True)
+    knn = per[per["probe"] == "kNN"].set_index("class")["recall"]
+    assert knn["c1"] == 1.0 and knn["rare"] < 0.8
+
+
+def _leaky_grid(size=24, block=4, seed=0):
+    """Embeddings that encode only where a patch is, labels constant over 4x4 blocks: any accuracy
+    above chance comes from training patches next to test patches (the leak)."""
+    rng = np.random.default_rng(seed)
+    r, c = np.mgrid[:size, :size]
+    X = np.stack([r, c], axis=-1) + rng.normal(0, 0.1, (size, size, 2))  # (y, x, dim)
+    blocks = rng.choice(["a", "b"], (size // block, size // block))
+    labels = blocks.repeat(block, 0).repeat(block, 1)
+    emb = xr.DataArray(X, dims=("y", "x", "dim"), coords={"y": np.arange(size), "x": np.arange(size)})
+    return emb, labels
+
+
+def test_blocked_split_removes_the_neighbour_leak():
+    emb, labels = _leaky_grid()
+    kw = dict(shots=[50], repeats=5, k=1, metric="euclidean")
+    leaky = eossl.probe(emb, labels, **kw).set_index("probe")
+    blocked = eossl.probe(emb, labels, split="blocked", block=4, **kw).set_index("probe")
+    assert leaky.loc["kNN", "accuracy"] > 0.75  # neighbours in training: looks like skill
+    assert blocked.loc["kNN", "accuracy"] < 0.6  # location says nothing about another block's class (chance 0.5)
+    assert (blocked["split"] == "blocked").all() and blocked.loc["kNN", "test_examples"] < 0.6 * 576
+
+
+def test_blocked_split_never_puts_a_block_on_both_sides():
+    from eossl.analysis.probe import _probe_samples, _Splitter
+    emb, labels = _leaky_grid()
+    X, y, groups = _probe_samples(emb, labels, 4)
+    assert len(np.unique(groups)) == 36
+    splitter = _Splitter(y, groups, 5, np.random.default_rng(0), 0.5)
+    for _ in range(50):
+        train, test = splitter.draw(np.unique(y))
+        assert not set(groups[train]) & set(groups[test])
+        assert len(set(groups[test])) == 18  # half of the blocks held out
+        assert [(y[train] == c).sum() for c in ("a", "b")] == [5, 5]
+
+
+def test_blocked_split_of_chips_by_coordinates_matches_the_grid():
+    emb, labels = _leaky_grid()
+    chips = xr.DataArray(emb.values.reshape(-1, 2), dims=("sample", "dim"),
+                         coords={"x": ("sample", np.tile(np.arange(24) * 10.0 + 5, 24)),
+                                 "y": ("sample", np.repeat(np.arange(24) * -10.0 - 5, 24)),
+                                 "label": ("sample", labels.reshape(-1))})
+    kw = dict(shots=[5], repeats=3, k=1, metric="euclidean", split="blocked")
+    by_coords = eossl.probe(chips, block=40.0, **kw)
+    from eossl.analysis.probe import _probe_samples
+    groups_grid = _probe_samples(emb, labels, 4)[2]
+    groups_chips = _probe_samples(chips, None, 40.0)[2]
+    # the same partition (ids may be numbered differently)
+    assert len(set(zip(groups_grid, groups_chips))) == len(np.unique(groups_grid)) == 36
+    ids = eossl.probe(chips, block=groups_grid, **kw)
+    assert by_coords["test_examples"].tolist() == ids["test_examples"].tolist()
+
+
+def test_probe_on_a_grid_drops_nodata_patches_and_unlabeled_ones():
+    emb, labels = _leaky_grid()
+    emb = emb.copy()
+    emb[0, :] = np.nan  # a row of nodata patches (embed gives NaN there)
+    labels = labels.astype(object)
+    labels[1, :] = ""  # a row without a label
+    per = eossl.probe(emb, labels, shots=[5], repeats=2, per_class=True)
+    n_a, n_b = [(labels[2:] == c).sum() for c in ("a", "b")]
+    got = per[per["probe"] == "kNN"].set_index("class")["test_examples"]
+    assert got["a"] == n_a - 5 and got["b"] == n_b - 5 and "" not in got.index
+
+
+def test_grid_labels_must_match_the_grid():
+    emb, labels = _leaky_grid()
+    with pytest.raises(DataError, match=r"\(23, 24\) do not match the embedding grid of 24x24 patches"):
+        eossl.probe(emb, labels[1:], shots=[1])
+    other = xr.DataArray(labels, dims=("y", "x"), coords={"y": np.arange(24) + 100.0, "x": np.arange(24)})
+    with pytest.raises(DataError, match="another grid"):
+        eossl.probe(emb, other, shots=[1])
+
+
+def test_single_example_class_error_and_drop():
+    emb = _blobs(n_per_class=12, classes=3)
+    labels = emb["label"].values.astype("U8")
+    labels[0] = "lonely"
+    with pytest.raises(DataError, match=r"class 'lonely' \(1 example\).*small_classes='drop'"):
+        eossl.probe(emb, labels=labels, shots=[1])
+    with pytest.warns(UserWarning, match="leaving out class 'lonely'"):
+        table = eossl.probe(emb, labels=labels, shots=[1, 5], repeats=2, small_classes="drop")
+    assert (table["classes"] == 3).all()
+    with pytest.warns(UserWarning, match="'c0' \\(11 examples\\)"):  # 11 - 11: no test example left
+        table = eossl.probe(emb, labels=labels, shots=[11], repeats=2, small_classes="drop")
+    assert (table["classes"] == 2).all()
+
+
+def test_blocked_split_errors():
+    emb, labels = _leaky_grid()
+    with pytest.raises(DataError, match="needs block="):
+        eossl.probe(emb, labels, split="blocked")
+    with pytest.raises(DataError, match="one block"):
+        eossl.probe(emb, labels, split="blocked", block=100)
+    one_block = labels.astype("U8")
+    one_block[:4, :4] = "rare"  # a class inside one block: it cannot be on both sides
+    with pytest.raises(DataError, match=r"'rare' \(16 examples in 1 block\(s\)\)"):
+        eossl.probe(emb, one_block, split="blocked", block=4, shots=[1])
+    with pytest.raises(DataError, match="x and y coordinates"):
+        eossl.probe(_blobs(), split="blocked", block=10.0)
+    with pytest.raises(DataError, match="split must be"):
+        eossl.probe(_blobs(), split="spatial")
+
+
+def test_scene_labels_majority_vote(slovenia, tiny_run):
+    scene = slovenia["image"].isel(time=3)
+    emb = eossl.embed(tiny_run.model, scene)
+    labels = eossl.scene_labels(slovenia["lulc"], emb)
+    p = emb.attrs["patch_size"]
+    assert labels.shape == (emb.sizes["y"], emb.sizes["x"]) and labels.rio.crs == emb.rio.crs
+    np.testing.assert_allclose(labels["x"].values, emb["x"].values)
+    names = slovenia["lulc"].attrs["classes"]
+    raster = slovenia["lulc"].values
+    for i, j in [(0, 0), (5, 7), (11, 11)]:
+        block = raster[i * p:(i + 1) * p, j * p:(j + 1) * p].ravel()
+        block = block[block != 0]  # "no data" is not a class
+        values, counts = np.unique(block, return_counts=True)
+        expect = names[values[counts.argmax()]] if counts.max() >= 0.5 * p * p else ""
+        assert labels.values[i, j] == expect
+        assert labels["purity"].values[i, j] == pytest.approx(counts.max() / (p * p))
+    assert "no data" not in labels.values
+    strict = eossl.scene_labels(slovenia["lulc"], emb, min_fraction=1.0)
+    assert (strict.values == "").sum() > (labels.values == "").sum()
+    with pytest.raises(DataError, match="give the labels of the scene that was embedded"):
+        eossl.scene_labels(slovenia["lulc"][:50], emb)
+    with pytest.raises(DataError, match="embedding grid"):
+        eossl.scene_labels(slovenia["lulc"], eossl.embed(tiny_run.model, eossl.datasets.load_sample("eurosat_ms")[:3]))
