@@ -235,18 +235,15 @@ def false_colour_bands(scene) -> list[str]:
     raise DataError(f"cannot tell which bands are NIR, red and green among {names}; pass bands=[...]")
 
 
-def scene_overlay(scene, bands=None, name: str | None = None, *, time=None, false_colour: bool = False,
-                  percentiles=(2, 98), opacity: float = 1.0, max_pixels: int = 2_000_000) -> ipyleaflet.ImageOverlay:
-    """A scene in true colour (or ``false_colour=True``: NIR/red/green, or the named ``bands``), with
-    the percentile stretch of :func:`eossl.plot.rgb_array`. ``scene``: (band, y, x), a stack (the
-    ``time`` index, default the first date) or a sample Dataset with ``image``."""
+def rgb_image(scene, bands=None, *, time=None, false_colour: bool = False, percentiles=(2, 98)) -> xr.DataArray:
+    """A scene as a stretched ``(y, x, rgb)`` picture in 0..1 with its coordinates and CRS: true
+    colour by band name (:func:`eossl.data.bands.rgb_bands`), NIR/red/green with
+    ``false_colour=True``, or the named ``bands``; the percentile stretch of
+    :func:`eossl.plot.rgb_array`, over the whole scene (so patches cut from it compare)."""
     from eossl.data.bands import rgb_bands
     from eossl.data.normalize import nodata_to_nan
     from eossl.plot import stretch
     da = _scene_array(scene, time)
-    if da.rio.crs is None:
-        raise DataError("the scene has no CRS, so it cannot be placed on a map; write one with "
-                        "scene.rio.write_crs('EPSG:32633') (the CRS its x/y coordinates are in)")
     if bands is None:
         bands = false_colour_bands(da) if false_colour else rgb_bands(da)
     missing = [b for b in bands if b not in da["band"].values]
@@ -255,9 +252,21 @@ def scene_overlay(scene, bands=None, name: str | None = None, *, time=None, fals
     values = nodata_to_nan(da.sel(band=list(bands)).transpose("y", "x", "band").values.astype("float32"),
                            da.attrs.get("nodata"))                           # (y, x, 3)
     rgb = xr.DataArray(stretch(values, percentiles), dims=("y", "x", "rgb"),
-                       coords={"y": da["y"], "x": da["x"], "rgb": list(bands)}).rio.write_crs(da.rio.crs)
+                       coords={"y": da["y"], "x": da["x"], "rgb": [str(b) for b in bands]})
+    return rgb.rio.write_crs(da.rio.crs) if da.rio.crs is not None else rgb
+
+
+def scene_overlay(scene, bands=None, name: str | None = None, *, time=None, false_colour: bool = False,
+                  percentiles=(2, 98), opacity: float = 1.0, max_pixels: int = 2_000_000) -> ipyleaflet.ImageOverlay:
+    """A scene in true colour (or ``false_colour=True``: NIR/red/green, or the named ``bands``), with
+    the percentile stretch of :func:`eossl.plot.rgb_array`. ``scene``: (band, y, x), a stack (the
+    ``time`` index, default the first date) or a sample Dataset with ``image``."""
+    if _scene_array(scene, time).rio.crs is None:
+        raise DataError("the scene has no CRS, so it cannot be placed on a map; write one with "
+                        "scene.rio.write_crs('EPSG:32633') (the CRS its x/y coordinates are in)")
+    rgb = rgb_image(scene, bands, time=time, false_colour=false_colour, percentiles=percentiles)
     if name is None:
-        name = ("false colour" if false_colour else "true colour") + f" ({', '.join(map(str, bands))})"
+        name = ("false colour" if false_colour else "true colour") + f" ({', '.join(rgb['rgb'].values.tolist())})"
     return array_overlay(rgb, name, opacity=opacity, max_pixels=max_pixels)
 
 

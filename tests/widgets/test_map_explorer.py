@@ -1,0 +1,124 @@
+"""MapExplorer state without a browser: a click runs a real similarity search and fills the map."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ipyleaflet")
+
+import eossl  # noqa: E402
+from _tiny import TINY_ENCODER  # noqa: E402
+from eossl_widgets import MapExplorer  # noqa: E402
+from eossl_widgets.map_explorer import patch_at, patch_boxes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def taizhou_emb(taizhou, tmp_path_factory):
+    """(time, y, x, dim) embeddings of both Taizhou dates by a tiny MAE trained for a few steps."""
+    run = eossl.pretrain(taizhou["image"], method="mae", steps=4, batch_size=8, img_size=64, patch_size=8,
+                         encoder=dict(TINY_ENCODER), out=tmp_path_factory.mktemp("mapx"),
+                         decoder_dim=32, decoder_depth=1)
+    return eossl.embed(run.model, taizhou["image"])
+
+
+@pytest.fixture(scope="module")
+def explorer(taizhou, taizhou_emb):
+    return MapExplorer(taizhou, taizhou_emb, k=6, clusters=4)
+
+
+def _lonlat_of_patch(emb, row, col):
+    from rasterio.warp import transform
+    minx, miny, maxx, maxy = patch_boxes(emb, [(row, col)])[0]
+    (lon,), (lat,) = transform(emb.rio.crs, "EPSG:4326", [(minx + maxx) / 2], [(miny + maxy) / 2])
+    return lat, lon
+
+
+def test_layers_for_scene_embeddings_clusters_and_change(explorer):
+    names = list(explorer.layers)
+    for want in ("true colour (B3, B2, B1)", "false colour (B4, B3, B2)", "embedding PCA-RGB", "clusters (k=4)",
+                 "change score", "similarity", "top-k hits", "query patch", "selection"):
+        assert want in names
+    assert any(n.startswith("true colour, 2003") for n in names)       # the other date of the pair
+    assert not any(getattr(layer, "url", "").startswith("http") for layer in explorer.map.layers)  # offline
+    slider_layers = {s.layer.name for s in explorer.sliders.children}
+    assert {"embedding PCA-RGB", "similarity", "change score"} <= slider_layers
+    assert explorer.problem is None and "Click a place" in explorer.status
+
+
+def test_click_searches_from_that_patch_and_fills_heatmap_outlines_and_gallery(explorer, taizhou_emb):
+    emb = taizhou_emb.isel(time=0)
+    lat, lon = _lonlat_of_patch(emb, 20, 31)
+    empty_url = explorer.layers["similarity"].url
+    result = explorer.click(lat, lon)
+    assert explorer.last_query == (lat, lon) and explorer.query_patch == (20, 31)
+    assert explorer.result is result and len(result.table) == 6
+    # the same search straight from the library gives the same hits
+    direct = eossl.similar(emb, at=(20, 31), crs="rowcol", k=6)
+    assert result.table[["row", "col"]].values.tolist() == direct.table[["row", "col"]].values.tolist()
+    assert explorer.layers["similarity"].url != empty_url and explorer.layers["similarity"].visible
+    assert len(explorer.hits_layer.data["features"]) == 6
+    assert len(explorer.query_layer.data["features"]) == 1
+    assert len(explorer.gallery.children) == 6
+    first = explorer.gallery.children[0]
+    assert bytes(first.children[0].value)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{result.table['score'].iloc[0]:.3f}" in first.children[1].value
+    assert "patch (row 20, col 31)" in explorer.status
+
+
+def test_click_outside_the_scene_is_a_message_not_an_error(explorer):
+    before = explorer.result
+    assert explorer.click(0.0, 0.0) is None
+    assert "outside the scene" in explorer.status and "eossl-status-error" in explorer.status_html.value
+    assert explorer.result is before           # the last good search stays on screen
+
+
+def test_a_browser_click_event_goes_through_the_same_path(explorer, taizhou_emb):
+    lat, lon = _lonlat_of_patch(taizhou_emb.isel(time=0), 5, 7)
+    explorer.map._handle_leaflet_event(None, {"event": "interaction", "type": "click", "coordinates": [lat, lon]},
+                                       None)
+    assert explorer.query_patch == (5, 7)
+    explorer.map._handle_leaflet_event(None, {"event": "interaction", "type": "click", "coordinates": [-40.0, 10.0]},
+                                       None)
+    assert "outside the scene" in explorer.status
+
+
+def test_select_outlines_patches(explorer):
+    explorer.select([(0, 0), (3, 4), (49, 49)])
+    assert len(explorer.selection_layer.data["features"]) == 3
+    assert "3 patches selected" in explorer.status
+    explorer.select([])
+    assert explorer.selection_layer.data["features"] == []
+
+
+def test_patch_at_and_thumbnails_cut_the_right_pixels(explorer, taizhou_emb):
+    emb = taizhou_emb.isel(time=0)
+    assert patch_at(emb, *_lonlat_of_patch(emb, 12, 40)) == (12, 40)
+    image = explorer.patch_image(12, 40)
+    assert image.sizes["y"] == 8 and image.sizes["x"] == 8               # one 8 px patch
+    assert float(image.x.min()) > float(emb.x[40]) - 4 * 30 - 1
+
+
+def test_embeddings_from_another_grid_give_a_message_in_the_widget(taizhou, slovenia, taizhou_emb):
+    shifted = taizhou_emb.isel(time=0).assign_coords(x=taizhou_emb.x + 50_000)
+    with pytest.warns(UserWarning, match="another grid"):
+        other = MapExplorer(taizhou, shifted, clusters=0)
+    assert "another grid" in other.status and "eossl-status-error" in other.status_html.value
+    assert "similarity" not in other.layers and "true colour (B3, B2, B1)" in other.layers  # the scene still shows
+    assert other.click(*other.map.center) is None and "another grid" in other.status
+    with pytest.warns(UserWarning, match="EPSG"):
+        MapExplorer(slovenia, taizhou_emb.isel(time=0), clusters=0)
+
+
+def test_chip_embeddings_are_refused_with_a_reason(taizhou, chips):
+    emb = eossl.datasets.load_sample("eurosat_ms")  # chips, not a grid
+    fake = __import__("xarray").DataArray(np.zeros((emb.sizes["sample"], 4)), dims=("sample", "dim"))
+    with pytest.warns(UserWarning, match="chip embeddings"):
+        other = MapExplorer(taizhou, fake, clusters=0)
+    assert "chip embeddings" in other.status
+
+
+def test_a_scene_without_crs_is_a_clear_error(taizhou, taizhou_emb):
+    scene = taizhou["image"].isel(time=0).drop_vars("spatial_ref")
+    scene.attrs.pop("grid_mapping", None)
+    assert scene.rio.crs is None
+    with pytest.raises(eossl.DataError, match="write_crs"):
+        MapExplorer(scene, taizhou_emb.isel(time=0))
