@@ -58,6 +58,7 @@ class PretrainConfig:
     device: str = "auto"
     num_workers: int = 0     # >0: batches are cut in worker processes (pinned memory on CUDA)
     compile: bool = False    # torch.compile the training step: several times faster on GPUs
+    tensorboard: bool | None = None  # log to out/tensorboard; None: when tensorboard is installed
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine decay to ``min_lr``."""
@@ -75,6 +76,44 @@ class Callback:
     def on_step_end(self, trainer: "Trainer", logs: dict) -> None: ...
     def on_checkpoint(self, trainer: "Trainer", path: Path) -> None: ...
     def on_train_end(self, trainer: "Trainer") -> None: ...
+
+
+def tensorboard_available() -> bool:
+    """Whether ``tensorboard`` is installed (checked without importing it)."""
+    import importlib.util
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+class TensorBoardLogger(Callback):
+    """Every numeric value of each history row as a TensorBoard scalar (``train/loss``, ...) in
+    ``folder`` (default: the run's ``out/tensorboard``). ``tensorboard --logdir runs`` shows them.
+    The writer is created on the first step, so importing eossl never imports tensorboard."""
+
+    def __init__(self, folder=None):
+        self.folder = folder
+        self.writer = None
+
+    def on_train_start(self, trainer):
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("TensorBoard logging needs the tensorboard package: pip install "
+                                  "'eossl[tensorboard]' (or pass tensorboard=False)") from None
+            self.writer = SummaryWriter(str(self.folder or Path(trainer.out) / "tensorboard"))
+
+    def on_step_end(self, trainer, logs):
+        for key, value in logs.items():
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"train/{key}", value, logs["step"])
+
+    def on_checkpoint(self, trainer, path):
+        self.writer.flush()  # what a killed run logged up to its checkpoint stays readable
+
+    def on_train_end(self, trainer):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class _FunctionCallback(Callback):
@@ -206,6 +245,10 @@ class Trainer:
         self.stop_requested = False
         self.device = resolve_device(config.device)
         self.distributed = init_from_env(self.device.type)
+        if config.tensorboard is None:
+            config.tensorboard = tensorboard_available()
+        if config.tensorboard and is_main():  # one writer: the main process
+            self.callbacks.append(TensorBoardLogger())
         if self.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
         arrays = training_arrays(data)
@@ -407,7 +450,8 @@ def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 6
              out="runs/pretrain", device: str = "auto", callbacks=(), resume: bool = True,
              seed: int = 0, checkpoint_every: int = 50, warmup_steps: int | None = None,
              max_invalid: float = 0.0, num_workers: int = 0, compile: bool = False,
-             **method_config) -> PretrainRun:
+             min_lr: float = 1e-5, weight_decay: float = 0.05, grad_clip: float = 1.0,
+             tensorboard: bool | None = None, **method_config) -> PretrainRun:
     """Pretrain an SSL encoder on scenes, stacks or chips.
 
     Args:
@@ -421,6 +465,8 @@ def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 6
         callbacks: :class:`Callback` objects or functions ``fn(logs)`` called after every step.
         num_workers: cut batches in this many worker processes (GPU training).
         compile: ``torch.compile`` the training step (GPU speed; slow to start).
+        min_lr, weight_decay, grad_clip: optimiser settings (see :class:`PretrainConfig`).
+        tensorboard: also log to ``out/tensorboard`` (default: when tensorboard is installed).
         **method_config: method settings, e.g. ``mask_ratio=0.75`` for the MAE.
 
     Under ``torchrun`` every process runs this same call; ``batch_size`` is per process.
@@ -435,6 +481,7 @@ def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 6
     config = PretrainConfig(method=method, encoder=spec, method_config=method_config, steps=steps,
                             batch_size=batch_size, lr=lr, img_size=img_size, seed=seed, device=device,
                             checkpoint_every=checkpoint_every, max_invalid=max_invalid,
-                            num_workers=num_workers, compile=compile,
+                            num_workers=num_workers, compile=compile, min_lr=min_lr,
+                            weight_decay=weight_decay, grad_clip=grad_clip, tensorboard=tensorboard,
                             warmup_steps=min(20, max(1, steps // 10)) if warmup_steps is None else warmup_steps)
     return Trainer(data, config, out, callbacks=callbacks, resume=resume).fit()

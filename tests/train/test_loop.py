@@ -119,6 +119,41 @@ def test_pretrain_arguments_reach_config_and_model(tmp_path, chips):
     assert run.history["lr"].tolist() == [5e-4 / 3, 2 * 5e-4 / 3]
 
 
+def test_optimiser_settings_are_pretrain_arguments(tmp_path, chips):
+    run = _pretrain(chips, tmp_path, 1, batch_size=2, min_lr=1e-6, weight_decay=0.1, grad_clip=0.5,
+                    tensorboard=False)
+    cfg = run.config
+    assert (cfg.min_lr, cfg.weight_decay, cfg.grad_clip, cfg.tensorboard) == (1e-6, 0.1, 0.5, False)
+    assert "weight_decay" not in cfg.method_config  # no longer swallowed as a method setting
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def _scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_logs_every_step_and_resumes(tmp_path, chips):
+    pytest.importorskip("tensorboard")
+    run = _pretrain(chips, tmp_path, 3, batch_size=4, checkpoint_every=2)  # default: on when installed
+    assert run.config.tensorboard is True
+    logged = _scalars(tmp_path / "tensorboard")
+    assert {"train/loss", "train/lr", "train/emb_std", "train/images_per_s"} <= set(logged)
+    assert [s for s, _ in logged["train/loss"]] == [1, 2, 3]
+    np.testing.assert_allclose([v for _, v in logged["train/loss"]], run.history["loss"], rtol=1e-6)
+    _pretrain(chips, tmp_path, 5, batch_size=4, checkpoint_every=2)  # resumed: steps 4, 5 appended
+    assert [s for s, _ in _scalars(tmp_path / "tensorboard")["train/loss"]] == [1, 2, 3, 4, 5]
+
+
+def test_tensorboard_logger_needs_tensorboard(tmp_path, monkeypatch):
+    from eossl.train.loop import TensorBoardLogger
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"eossl\[tensorboard\]"):
+        TensorBoardLogger(tmp_path).on_train_start(None)
+
+
 def test_encoder_given_by_name(tmp_path, chips):
     run = eossl.pretrain(chips, encoder="vit_tiny", patch_size=16, steps=1, batch_size=2,
                          decoder_dim=16, decoder_depth=1, out=tmp_path)
