@@ -220,3 +220,102 @@ def show_tiles(model, window, n: int = 4, bands_idx=(0, 1, 2), seed: int = 0):
         fig.axes[len(x) + j].set_title(f"neighbour: {names[tuple(NEIGHBOUR_OFFSETS[label])]}", fontsize=9,
                                        loc="left")
     return fig
+
+
+def _as_tables(tables) -> dict:
+    import pandas as pd
+    return {"": tables} if isinstance(tables, pd.DataFrame) else dict(tables)
+
+
+def label_efficiency(tables, metric: str = "balanced_accuracy", ax=None, title: str | None = None):
+    """Label-efficiency curves from :func:`eossl.probe` tables: ``metric`` against labels per class,
+    the mean over the draws with a band of +- one spread, one line per probe. ``tables``: one table
+    or ``{name: table}`` (encoders, feature sets, splits) to compare; a name keeps one colour, the
+    probe sets the line style. The dotted line is chance for balanced accuracy (1 / classes)."""
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    styles = {"kNN": "-", "logistic": "--"}
+    cmap = plt.get_cmap("tab10")
+    shots, classes = set(), set()
+    for i, (name, table) in enumerate(_as_tables(tables).items()):
+        for probe, rows in table.groupby("probe", sort=False):
+            rows = rows.sort_values("shots")
+            mean, spread = rows[metric].to_numpy(), rows[f"{metric}_std"].to_numpy()
+            ax.plot(rows["shots"], mean, styles.get(probe, ":"), marker="o", color=cmap(i % 10),
+                    label=f"{name} · {probe}" if name else probe)
+            ax.fill_between(rows["shots"], mean - spread, mean + spread, color=cmap(i % 10), alpha=0.15)
+            shots |= set(rows["shots"].tolist())
+            classes |= set(rows["classes"].tolist()) if "classes" in rows else set()
+    if metric == "balanced_accuracy" and len(classes) == 1:
+        ax.axhline(1 / classes.pop(), color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(shots), [str(s) for s in sorted(shots)])
+    ax.minorticks_off()
+    ax.set_xlabel("labels per class")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    ax.set_title(title or "label efficiency (mean ± spread over draws)")
+    return ax
+
+
+def class_recall(tables, shots: int | None = None, ax=None, title: str | None = None):
+    """Per-class recall from ``eossl.probe(..., per_class=True)`` (one table or ``{name: table}``):
+    a group of bars per class, one bar per (name, probe), whiskers = spread over the draws, the mean
+    number of test examples beside each class. ``shots``: which row set (default: the smallest)."""
+    tables = _as_tables(tables)
+    shots = shots if shots is not None else min(min(t["shots"]) for t in tables.values())
+    series = [(name, probe, rows) for name, table in tables.items()
+              for probe, rows in table[table["shots"] == shots].groupby("probe", sort=False)]
+    classes = list(dict.fromkeys(c for _, _, rows in series for c in rows["class"]))
+    ax = ax or plt.subplots(figsize=(7, 0.5 + 0.45 * len(classes) * max(1, len(series) / 2)))[1]
+    height = 0.8 / max(1, len(series))
+    cmap = plt.get_cmap("tab10")
+    for i, (name, probe, rows) in enumerate(series):
+        rows = rows.set_index("class").reindex(classes)
+        ax.barh(np.arange(len(classes)) + i * height, rows["recall"], height, xerr=rows["recall_std"],
+                color=cmap(i % 10), label=f"{name} · {probe}" if name else probe, error_kw={"linewidth": 0.8})
+    support = series[0][2].set_index("class").reindex(classes)["test_examples"] if series else []
+    ax.set_yticks(np.arange(len(classes)) + 0.4 - height / 2,
+                  [f"{c}  (n={n:.0f})" for c, n in zip(classes, support)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("recall")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    ax.set_title(title or f"per-class recall with {shots} label{'s' if shots > 1 else ''} per class")
+    return ax
+
+
+def band_importance(imp: xr.DataArray, ax=None, title: str | None = None):
+    """Band importance from :func:`eossl.band_importance`: bars per band in wavelength order,
+    labelled with the band name and its wavelength (coloured by band group for attention); a
+    ``(class, band)`` result is drawn as a class x band heat map. Per-chip or per-patch results are
+    averaged first."""
+    order = np.arange(imp.sizes["band"])
+    if "wavelength" in imp.coords and np.isfinite(imp["wavelength"].values).any():
+        order = np.argsort(np.nan_to_num(imp["wavelength"].values, nan=np.inf), kind="stable")
+    imp = imp.isel(band=order)
+    names = [str(b) for b in imp["band"].values]
+    if "wavelength" in imp.coords:
+        names = [f"{n}\n{w:.0f} nm" if np.isfinite(w) else n for n, w in zip(names, imp["wavelength"].values)]
+    units = imp.attrs.get("units", "importance")
+    what = f"band importance ({imp.attrs.get('method', '')})"
+    if "class" in imp.dims:
+        values = imp.transpose("class", "band").values
+        ax = ax or plt.subplots(figsize=(1 + 0.55 * len(names), 0.8 + 0.35 * imp.sizes["class"]))[1]
+        im = ax.imshow(values, aspect="auto", cmap="viridis")
+        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label(units, fontsize=7)
+        ax.set_yticks(np.arange(imp.sizes["class"]), [str(c) for c in imp["class"].values], fontsize=8)
+        ax.set_xticks(np.arange(len(names)), names, fontsize=7)
+        ax.set_title(title or f"{what} per class")
+        return ax
+    imp = imp.mean(dim=[d for d in imp.dims if d != "band"], skipna=True)
+    ax = ax or plt.subplots(figsize=(1 + 0.55 * len(names), 3))[1]
+    if "group" in imp.coords:
+        cmap = plt.get_cmap("tab10")
+        colors = [cmap(g % 10) if g >= 0 else "lightgrey" for g in imp["group"].values]
+    else:
+        colors = "tab:blue"
+    ax.bar(np.arange(len(names)), imp.values, color=colors)
+    ax.set_xticks(np.arange(len(names)), names, fontsize=7)
+    ax.set_ylabel(units if len(units) < 40 else "importance", fontsize=8)
+    ax.set_title(title or what)
+    return ax

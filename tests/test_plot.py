@@ -179,3 +179,51 @@ def test_show_pairs_and_show_tiles(chips):
                                                "num_heads": 2, "in_chans": 13, "img_size": 48})
     fig = plot.show_tiles(model, x, n=3)
     assert [ax.get_title(loc="left").startswith("neighbour: ") for ax in fig.axes[3:]] == [True] * 3
+
+
+# ----------------------------------------------------------------- probes and band importance
+
+def _probe_tables():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 1.0, (12, 4)) for c in range(3)])
+    import xarray as xr
+    emb = xr.DataArray(X, dims=("sample", "dim"), coords={"label": ("sample", np.repeat(list("abc"), 12))})
+    return emb, {"model": eossl.probe(emb, shots=[1, 5], repeats=2),
+                 "other": eossl.probe(emb * -1 + rng.normal(0, 3, X.shape), shots=[1, 5], repeats=2)}
+
+
+def test_label_efficiency_one_line_and_band_per_probe_and_table():
+    _, tables = _probe_tables()
+    ax = plot.label_efficiency(tables)
+    lines = [ln for ln in ax.get_lines() if ln.get_label() != "chance"]
+    assert sorted(ln.get_label() for ln in lines) == ["model · kNN", "model · logistic", "other · kNN",
+                                                      "other · logistic"]
+    knn = next(ln for ln in lines if ln.get_label() == "model · kNN")
+    row = tables["model"][tables["model"]["probe"] == "kNN"]
+    np.testing.assert_allclose(knn.get_ydata(), row["balanced_accuracy"])
+    assert len(ax.collections) == 4  # a spread band per line
+    assert any(ln.get_label() == "chance" and ln.get_ydata()[0] == pytest.approx(1 / 3) for ln in ax.get_lines())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "5"]
+    assert len(plot.label_efficiency(tables["model"], metric="accuracy").get_lines()) == 2
+
+
+def test_class_recall_bars_per_class_and_series():
+    emb, _ = _probe_tables()
+    per = eossl.probe(emb, shots=[1, 5], repeats=2, per_class=True)
+    ax = plot.class_recall({"random": per, "again": per}, shots=5)
+    assert len(ax.patches) == 3 * 4  # 3 classes x (2 tables x 2 probes)
+    widths = [p.get_width() for p in ax.patches[:3]]
+    np.testing.assert_allclose(widths, per[(per["shots"] == 5) & (per["probe"] == "kNN")]["recall"])
+    assert ax.get_yticklabels()[0].get_text().startswith("a  (n=7)")
+
+
+def test_band_importance_bars_in_wavelength_order(chips, tiny_run):
+    imp = eossl.band_importance(tiny_run.model, chips.isel(sample=[0, 60]))
+    ax = plot.band_importance(imp)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "B01\n443 nm" and labels[8] == "B8A\n865 nm" and labels[-1] == "B12\n2190 nm"
+    heights = [p.get_height() for p in ax.patches]
+    assert heights[8] == pytest.approx(imp.sel(band="B8A").item())
+    per_class = eossl.band_importance(tiny_run.model, chips.isel(sample=[0, 1, 60]), per="class")
+    ax = plot.band_importance(per_class)
+    assert ax.images[0].get_array().shape == (2, 13)
