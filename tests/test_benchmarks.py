@@ -45,3 +45,28 @@ def test_bench_gpu_runs_on_cpu_as_a_smoke_test():
     assert "| model | batch | compile | device | images/s | GFLOP/step | MFU % |" in text
     row = [line for line in text.splitlines() if line.startswith("| MAE vit_tiny/16")][0]
     assert float(row.split("|")[6]) > 0  # FLOPs were counted
+
+
+def test_bench_change_prints_cva_next_to_embedding_scores():
+    text = _run("benchmarks/bench_change.py", "--quick")
+    assert "| pair | patch px | patches (changed) | CVA AUC | CVA F1 | random AUC | random F1 | MAE AUC |" in text
+    row = [line for line in text.splitlines() if line.startswith("| Taizhou")][0]
+    cva_auc = float(row.split("|")[4])
+    assert cva_auc > 0.9  # the strong spectral baseline on the bundled pair
+
+
+def test_bench_finetune_compares_pretrained_and_random_for_every_task():
+    text = _run("benchmarks/bench_finetune.py", "--quick")
+    assert "| task | labels | metric | MAE-pretrained | random init | difference |" in text
+    for task in ("| classification |", "| segmentation |", "| change |"):
+        assert task in text
+    assert "machine:" in text
+
+
+def test_bench_loading_prints_delivery_against_consumption():
+    text = _run("benchmarks/bench_loading.py", "--quick")
+    assert "| source | path | open + decode (s) | patches/s | keeps up with default MAE" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| local", "| in memory"))]
+    assert [r.split("|")[1].strip() for r in rows] == ["local GeoTIFF"] * 2 + ["local COG"] * 2 + \
+        ["local STAC"] * 2 + ["in memory"] * 2
+    assert all(float(r.split("|")[4]) > 0 for r in rows)  # every path delivered patches
