@@ -128,3 +128,31 @@ def test_whole_scene_and_bad_input(chips):
         assert words in broken.message and broken.children == (broken.note,)
         broken.select(1)                           # no crash on later use either
     assert wavelength_colour(None) == "#bdbdbd" and wavelength_colour(1600) == "#636363"
+
+
+def test_with_eossl_band_importance(tiny_run, chips, slovenia):
+    """The panel takes what eossl.band_importance gives, for every ``per``."""
+    import eossl
+    few = chips.isel(sample=slice(0, 20))
+    per_chip = eossl.band_importance(tiny_run.model, few, per="patch")
+    panel = BandImportancePanel(per_chip)
+    assert panel.kind == "sample" and panel.message == ""
+    panel.select(5)
+    assert panel.values == pytest.approx(per_chip.isel(sample=5).values.tolist())
+    assert panel.bands == [str(b) for b in per_chip["band"].values] and None not in panel.wavelengths
+    per_class = eossl.band_importance(tiny_run.model, few, per="class")
+    panel = BandImportancePanel(per_class)
+    name = str(per_class["class"].values[0])
+    panel.select(name)
+    assert panel.kind == "class" and panel.values == pytest.approx(per_class.isel({"class": 0}).values.tolist())
+    scene = slovenia["image"].isel(time=2)
+    per_patch = eossl.band_importance(tiny_run.model, scene, per="patch")
+    panel = BandImportancePanel(per_patch)
+    assert panel.kind == "grid" and panel.message == ""
+    from pyproj import Transformer
+    lon, lat = Transformer.from_crs(per_patch.rio.crs, "EPSG:4326", always_xy=True).transform(
+        float(per_patch.x[3]), float(per_patch.y[1]))
+    assert panel.select_latlon(lat, lon) and panel.selected == (1, 3)
+    assert panel.values == pytest.approx(per_patch.transpose("y", "x", "band")[1, 3].values.tolist(), nan_ok=True)
+    whole = BandImportancePanel(eossl.band_importance(tiny_run.model, scene, per="scene"))
+    assert whole.kind == "scene" and len(whole.values) == 13
