@@ -8,12 +8,17 @@ It imports :mod:`eossl`; eossl never imports it.
     explorer                       # a map with layers, opacity sliders, click-to-search and a gallery
 """
 
+from eossl_widgets.bands import BandImportancePanel
+from eossl_widgets.change import ChangeExplorer
 from eossl_widgets.embedding_explorer import EmbeddingExplorer
 from eossl_widgets.map_explorer import MapExplorer
+from eossl_widgets.monitor import TrainingMonitor
+from eossl_widgets.painter import LabelPainter
 from eossl_widgets.overlay import (array_overlay, base_map, footprints_layer, opacity_sliders, rgb_image,
                                    scene_overlay, thumbnail_png)
 
 __all__ = [
     "MapExplorer", "EmbeddingExplorer", "rgb_image",
+    "TrainingMonitor", "BandImportancePanel", "LabelPainter", "ChangeExplorer",
     "array_overlay", "scene_overlay", "footprints_layer", "thumbnail_png", "base_map", "opacity_sliders",
 ]
