@@ -279,6 +279,14 @@ class BandImportancePanel(ipw.VBox):
         """Select the patch under a map click (latitude, longitude)."""
         return self.select_at(lon, lat, crs="EPSG:4326")
 
+    def follow(self, explorer, trait: str = "last_query") -> None:
+        """Select the patch a map widget was last clicked at: ``explorer`` has a ``(lat, lon)``
+        trait (a :class:`~eossl_widgets.MapExplorer`'s ``last_query``)."""
+        def on_click(change):
+            if change["new"] is not None:
+                self.select_latlon(*change["new"])
+        explorer.observe(on_click, trait)
+
     # ------------------------------------------------------------------ drawing
 
     def _bars_png(self, vals: np.ndarray, what: str) -> bytes:

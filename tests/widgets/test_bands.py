@@ -156,3 +156,17 @@ def test_with_eossl_band_importance(tiny_run, chips, slovenia):
     assert panel.values == pytest.approx(per_patch.transpose("y", "x", "band")[1, 3].values.tolist(), nan_ok=True)
     whole = BandImportancePanel(eossl.band_importance(tiny_run.model, scene, per="scene"))
     assert whole.kind == "scene" and len(whole.values) == 13
+
+
+def test_follows_clicks_on_the_map_explorer(tiny_run, slovenia):
+    import eossl
+    from eossl_widgets import MapExplorer
+    scene = slovenia["image"].isel(time=2)
+    emb = eossl.embed(tiny_run.model, scene)
+    explorer = MapExplorer(scene, emb, clusters=0)
+    panel = BandImportancePanel(eossl.band_importance(tiny_run.model, scene, per="patch"))
+    panel.follow(explorer)
+    from eossl_widgets.painter import PatchLocator
+    lat, lon = PatchLocator(emb).lat_lon(4, 7)
+    explorer.click(lat, lon)                       # what a click on the explorer's map does
+    assert explorer.query_patch == (4, 7) and panel.selected == (4, 7)
