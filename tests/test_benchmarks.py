@@ -70,3 +70,13 @@ def test_bench_loading_prints_delivery_against_consumption():
     assert [r.split("|")[1].strip() for r in rows] == ["local GeoTIFF"] * 2 + ["local COG"] * 2 + \
         ["local STAC"] * 2 + ["in memory"] * 2
     assert all(float(r.split("|")[4]) > 0 for r in rows)  # every path delivered patches
+
+
+def test_bench_analysis_quick_prints_scene_and_search_tables(shared_data):
+    text = _run("benchmarks/bench_analysis.py", "--quick")
+    assert "| scene (px) | scene as float32 (MiB) | chunk (px) | where | seconds | Mpixels/s | patches/s |" in text
+    assert "| vectors | data | index | build (s) | ms/query | recall@10 |" in text
+    ivf = [line for line in text.splitlines() if "IVFFlat" in line]
+    assert len(ivf) == 4 and all(0 < float(r.split("|")[6]) <= 1 for r in ivf)  # recall@10 measured
+    scene = [line for line in text.splitlines() if line.startswith("| 512 x 512")]
+    assert len(scene) == 2 and all(float(r.split("|")[7]) > 0 for r in scene)  # patches/s

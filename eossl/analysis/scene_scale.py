@@ -201,9 +201,19 @@ def _read_pixels(da: xr.DataArray, synchronous: bool = False) -> np.ndarray:
     return np.asarray(data)
 
 
+def _zarr():
+    try:
+        import dask.array  # noqa: F401  (the store's template is a lazy array)
+        import zarr
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("eossl.embed_to_zarr needs zarr (3 or newer) and dask: "
+                          "pip install 'eossl[distributed]'") from None
+    return zarr
+
+
 def _write_chunk(store: str, plan: _Plan, i: int, j: int, block: np.ndarray) -> None:
     """Write the block, then tick the chunk off (a crash between the two only redoes it)."""
-    import zarr
+    zarr = _zarr()
     r0, r1, c0, c1 = plan.chunk_patches(i, j)
     zarr.open_array(store, path="embedding", mode="r+")[r0:r1, c0:c1, :] = block
     zarr.open_array(store, path=DONE, mode="r+")[i, j] = 1
@@ -302,8 +312,8 @@ def _prepare_store(path: Path, meta: dict, overwrite: bool) -> bool:
 
 
 def _create_store(path: Path, da: xr.DataArray, plan: _Plan, card: dict, dim: int, meta: dict) -> None:
+    zarr = _zarr()
     import dask.array as dsa
-    import zarr
     empty = dsa.full((plan.rows, plan.cols, dim), np.nan, dtype="float32",
                      chunks=(plan.cy, plan.cx, dim))  # (y, x, D), lazy: only metadata gets written
     template = _grid_to_xarray(da, empty, plan.p, card)
@@ -318,7 +328,7 @@ def _create_store(path: Path, da: xr.DataArray, plan: _Plan, card: dict, dim: in
 
 
 def _done(path: Path, plan: _Plan) -> np.ndarray:
-    import zarr
+    zarr = _zarr()
     try:
         return zarr.open_array(str(path), path=DONE, mode="r")[:].astype(bool)
     except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError):  # killed right after creating it
