@@ -316,22 +316,50 @@ def reflectance_scale(item, collection: str | None = None) -> tuple[float, float
 
 def _reader_driver(names: dict):
     """An odc-loader rasterio driver whose read errors name the item and asset (not only GDAL's
-    message deep inside a dask traceback). Built on first use: odc-stac is optional."""
+    message deep inside a dask traceback)."""
+    if "_NamedDriver" not in globals():
+        _build_driver_classes()
+    return globals()["_NamedDriver"](names)
+
+
+def _build_driver_classes():
+    """The driver classes subclass odc-loader's, an optional dependency, so they are made on
+    first use; module ``__getattr__`` below makes them importable by name, so a dask graph
+    holding the driver pickles to cluster workers."""
     from odc.loader import RioDriver, RioReader
 
     class _NamedReader(RioReader):
+        def __init__(self, src, ctx, names):
+            super().__init__(src, ctx)
+            self._names = names
+
         def read(self, cfg, dst_geobox, *, dst=None, selection=None):
             try:
                 return super().read(cfg, dst_geobox, dst=dst, selection=selection)
             except Exception as err:  # rasterio errors of several kinds; all mean "cannot read"
-                item_id, key = names.get(self._src.uri, ("?", "?"))
+                item_id, key = self._names.get(self._src.uri, ("?", "?"))
                 raise DataError(f"asset {key!r} of item {item_id} ({self._src.uri}) could not be read "
                                 f"({str(err).rstrip('.')}). The file is damaged or incomplete: fetch or "
                                 "write it again, or leave that item out") from err
 
-    driver = RioDriver()
-    driver.open = lambda src, ctx: _NamedReader(src, ctx)  # noqa: E731  (one method differs)
-    return driver
+    class _NamedDriver(RioDriver):
+        def __init__(self, names: dict):
+            super().__init__()
+            self.names = names
+
+        def open(self, src, ctx):
+            return _NamedReader(src, ctx, self.names)
+
+    for cls in (_NamedReader, _NamedDriver):
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+        globals()[cls.__name__] = cls
+
+
+def __getattr__(name):
+    if name in ("_NamedReader", "_NamedDriver"):
+        _build_driver_classes()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load(items, bands=None, *, resolution: float | None = None, bbox=None, crs=None,

@@ -277,3 +277,13 @@ def test_stac_is_imported_lazily_and_names_its_extra(monkeypatch, s2_catalog):
     monkeypatch.setitem(sys.modules, "odc.stac", None)
     with pytest.raises(ImportError, match=r"odc-stac: pip install 'eossl\[stac\]'"):
         stac.load(stac.search(SLOVENIA_BBOX, "2015-01-01", "2015-12-31", catalog=s2_catalog))
+
+
+def test_reader_pickles_for_cluster_workers():
+    """The dask graph of a loaded cube holds eossl's reader driver; cluster workers in other
+    processes must be able to unpickle it (by name, before anything built its class)."""
+    import pickle
+    driver = stac._reader_driver({"/data/B04.tif": ("item-1", "B04")})
+    code = "import pickle, sys; d = pickle.loads(sys.stdin.buffer.read()); print(type(d).__name__, d.names)"
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(driver), capture_output=True, check=True)
+    assert out.stdout.decode().strip() == "_NamedDriver {'/data/B04.tif': ('item-1', 'B04')}"
