@@ -1,4 +1,5 @@
-"""Command line: ``eossl pretrain CONFIG.yaml`` (also under ``torchrun ... -m eossl``) and
+"""Command line: ``eossl pretrain CONFIG.yaml`` (also under ``torchrun ... -m eossl``),
+``eossl embed MODEL DATA --out emb.nc``, ``eossl evaluate EMB_OR_MODEL LABELLED_DATA`` and
 ``eossl methods``.
 
 A config is a YAML file with the keyword arguments of :func:`eossl.pretrain` plus a ``data`` entry::
@@ -15,8 +16,17 @@ A config is a YAML file with the keyword arguments of :func:`eossl.pretrain` plu
     out: runs/simclr
     method_config: {temperature: 0.2}
 
-Unknown keys are refused with the list of known ones. The resolved config is written beside the
-checkpoint as ``config.yaml``.
+Unknown keys are refused with the list of known ones. The fully resolved config (every argument
+of :func:`eossl.pretrain` with the value the run used, the data entry as given) is written to
+``out/config.yaml`` before the first step, beside the checkpoint; ``eossl pretrain out/config.yaml``
+reruns (or resumes) the same run. Logs: ``out/history.csv`` and, when tensorboard is installed,
+``out/tensorboard``.
+
+``eossl embed MODEL DATA --out emb.nc`` (or ``.zarr``) embeds chips, a scene or a bundled sample with
+an eossl checkpoint or a community state dict (``--encoder/--bands/--normalisation`` describe a
+foreign file). ``eossl evaluate`` prints the few-label probe table of :func:`eossl.probe` for saved
+embeddings or a model, on labelled chips. Outputs are written to a temporary name and renamed, so
+an interrupted command never leaves a half-written file where a good one was.
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m eossl pretrain CONFIG.yaml`` runs
 DistributedDataParallel (batch_size is per process; contrastive negatives are gathered across
@@ -27,12 +37,16 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from eossl.errors import EosslError
+from eossl.errors import DataError, EosslError
 
 DATA_KINDS = ("sample", "chips", "scene", "stack")
 
@@ -78,9 +92,35 @@ def read_config(path) -> dict:
     return config
 
 
+def resolved_config(trainer_config, data_spec, out) -> dict:
+    """A config file's content with every value a run used: ``eossl pretrain`` on it reruns the run."""
+    import dataclasses
+    cfg = dataclasses.asdict(trainer_config)
+    known = _pretrain_keys()
+    resolved = {"data": data_spec, "method": cfg.pop("method"), "encoder": cfg.pop("encoder"),
+                "method_config": cfg.pop("method_config"), "out": str(out)}
+    resolved.update({k: v for k, v in cfg.items() if k in known})
+    return resolved
+
+
+def _resolved_config_writer(data_spec, out):
+    from eossl.train.checkpoint import atomic_write_bytes
+    from eossl.train.distributed import is_main
+    from eossl.train.loop import Callback
+
+    class WriteResolvedConfig(Callback):
+        """Writes ``out/config.yaml`` when training starts, so it sits beside every checkpoint."""
+
+        def on_train_start(self, trainer):
+            if is_main():
+                text = yaml.safe_dump(resolved_config(trainer.config, data_spec, out), sort_keys=False)
+                atomic_write_bytes(Path(out) / "config.yaml", text.encode())
+
+    return WriteResolvedConfig()
+
+
 def cmd_pretrain(args) -> int:
     import eossl
-    from eossl.train.checkpoint import atomic_write_bytes
     from eossl.train.distributed import is_main
     config = read_config(args.config)
     for key in ("out", "steps", "device"):
@@ -89,14 +129,172 @@ def cmd_pretrain(args) -> int:
     data = load_data(config["data"])
     kwargs = {k: v for k, v in config.items() if k not in ("data", "method_config")}
     kwargs.update(config.get("method_config") or {})
-    run = eossl.pretrain(data, **kwargs)
+    out = Path(config.get("out", inspect.signature(eossl.pretrain).parameters["out"].default))
+    run = eossl.pretrain(data, callbacks=[_resolved_config_writer(config["data"], out)], **kwargs)
     if is_main():
-        out = Path(config.get("out", "runs/pretrain"))
-        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
         last = run.history.iloc[-1] if len(run.history) else None
         print(f"checkpoint: {run.checkpoint_path}" + (f" (step {int(last['step'])}, loss {last['loss']:.4f})"
                                                       if last is not None else ""))
     return 0
+
+
+def open_data(arg: str):
+    """DATA on the command line: a bundled sample name (or ``sample:NAME``), a chip folder
+    (``<folder>/<class>/<chip>.tif``), or a scene (a raster file, or a folder of band files)."""
+    import eossl
+    from eossl.data.samples import SAMPLES
+    name = arg[len("sample:"):] if arg.startswith("sample:") else arg
+    path = Path(arg)
+    if not path.exists():
+        if name in SAMPLES:
+            data = eossl.datasets.load_sample(name)
+            return data["image"] if hasattr(data, "data_vars") else data
+        raise DataError(f"{arg}: no such file or folder (nor a bundled sample: {sorted(SAMPLES)})")
+    if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+        return eossl.open_chips(path)
+    return eossl.open_scene(path)
+
+
+def _atomic_dir_replace(write, path: Path) -> None:
+    """``write(tmp)`` into a temporary folder beside ``path``, then swap it in; a failure leaves
+    any previous ``path`` as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
+    try:
+        shutil.rmtree(tmp)
+        write(tmp)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)  # put the good copy back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_embeddings_any(emb, path) -> Path:
+    """Write embeddings to ``.nc`` (netCDF) or ``.zarr`` atomically (temp + rename)."""
+    from eossl.analysis.io import _JSON_PREFIX, save_embeddings
+    path = Path(path)
+    if path.suffix == ".nc":
+        return save_embeddings(emb, path)
+    if path.suffix != ".zarr":
+        raise EosslError(f"--out {path}: give a .nc or .zarr path")
+    out = emb.copy()
+    # the same attribute encoding as save_embeddings, so eossl.open_embeddings reads both
+    out.attrs = {k: (v if isinstance(v, (str, int, float)) else _JSON_PREFIX + json.dumps(v))
+                 for k, v in emb.attrs.items() if v is not None}
+    import importlib.util
+    if importlib.util.find_spec("zarr") is None:
+        raise EosslError(f"--out {path}: writing Zarr needs the zarr package: pip install "
+                         "'eossl[distributed]' (or write .nc)")
+    ds = out.to_dataset(name=emb.name or "embedding")
+    # Zarr format 2: read by zarr 2 and 3 and other libraries, and it specifies text coordinates
+    # (chip labels, file names), which format 3 does not yet
+    _atomic_dir_replace(lambda tmp: ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True), path)
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    from eossl.train.checkpoint import atomic_write_bytes
+    atomic_write_bytes(Path(path), text.encode())
+
+
+def _load_model(args):
+    import eossl
+    bands = args.bands.split(",") if getattr(args, "bands", None) else None
+    return eossl.load_model(args.model, encoder=getattr(args, "encoder", None), bands=bands,
+                            normalisation=getattr(args, "normalisation", None),
+                            on_mismatch=getattr(args, "on_mismatch", None))
+
+
+def cmd_embed(args) -> int:
+    import eossl
+    out = Path(args.out)
+    if out.suffix not in (".nc", ".zarr"):
+        raise EosslError(f"--out {out}: give a .nc or .zarr path")
+    model = _load_model(args)
+    data = open_data(args.data)
+    emb = eossl.embed(model, data, batch_size=args.batch_size, window=args.window, device=args.device)
+    save_embeddings_any(emb, out)
+    print(f"embeddings {dict(emb.sizes)} -> {out}")
+    return 0
+
+
+def _is_embeddings(path: Path) -> bool:
+    return path.suffix in (".nc", ".zarr")
+
+
+def _labels_for(emb, arg: str):
+    """Labels for saved embeddings: a CSV with a 'label' column (and optionally 'file'), or
+    labelled chips (their 'label' coordinate; matched by 'file' when both have it)."""
+    import numpy as np
+    import pandas as pd
+    path = Path(arg)
+    if path.suffix == ".csv":
+        if not path.is_file():
+            raise DataError(f"{arg}: no such file")
+        table = pd.read_csv(path)
+        if "label" not in table:
+            raise DataError(f"{arg}: needs a 'label' column (columns: {list(table.columns)})")
+        if "file" in table and "file" in emb.coords:
+            table = table.set_index("file")
+            missing = [f for f in emb["file"].values if f not in table.index]
+            if missing:
+                raise DataError(f"{arg}: no label for {len(missing)} embeddings (e.g. {missing[:2]})")
+            return table.loc[emb["file"].values, "label"].to_numpy()
+        return table["label"].to_numpy()
+    chips = open_data(arg)
+    if "label" not in chips.coords:
+        raise DataError(f"{arg}: has no labels ('label' coordinate); give labelled chips or a CSV")
+    if "file" in chips.coords and "file" in emb.coords:
+        index = {f: i for i, f in enumerate(chips["file"].values)}
+        missing = [f for f in emb["file"].values if f not in index]
+        if missing:
+            raise DataError(f"{arg}: {len(missing)} embedded files are not among these chips (e.g. {missing[:2]})")
+        return chips["label"].values[[index[f] for f in emb["file"].values]]
+    return np.asarray(chips["label"].values)
+
+
+def cmd_evaluate(args) -> int:
+    import eossl
+    source = Path(args.model)
+    if _is_embeddings(source):
+        if not source.exists():
+            raise DataError(f"{source}: no such embeddings file")
+        emb = eossl.open_embeddings(source)
+        labels = _labels_for(emb, args.labels)
+        what = f"embeddings {source.name}"
+    else:
+        model = _load_model(args)
+        chips = open_data(args.labels)
+        if "sample" not in chips.dims or "label" not in chips.coords:
+            raise DataError(f"{args.labels}: evaluate needs labelled chips (sample, band, y, x) with a "
+                            "'label' coordinate, e.g. a class-per-folder chip set")
+        emb = eossl.embed(model, chips, batch_size=args.batch_size, device=args.device)
+        labels = chips["label"].values
+        what = f"model {source}"
+    table = eossl.probe(emb, labels, shots=args.shots, repeats=args.repeats, k=args.k, seed=args.seed)
+    print(f"few-label probes on {what}: {emb.sizes[emb.dims[0]]} samples, "
+          f"{len(set(labels.tolist()))} classes, {args.repeats} draws per row")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.out:
+        _atomic_write_text(Path(args.out), table.to_csv(index=False))
+        print(f"table -> {args.out}")
+    return 0
+
+
+def _model_options(p):
+    g = p.add_argument_group("foreign checkpoints (torchgeo / timm / SSL4EO-S12 state dicts)")
+    g.add_argument("--encoder", help="architecture, e.g. resnet50 or vit_small_patch16_224 (default: "
+                                     "read from the weights)")
+    g.add_argument("--bands", help="comma-separated band names of the input channels, in order")
+    g.add_argument("--normalisation", help="'ssl4eo' (DN / 10000) when the file does not say")
+    g.add_argument("--on-mismatch", dest="on_mismatch", choices=["convert", "warn", "error"],
+                   help="data in other units than the model's (DN vs reflectance)")
 
 
 def cmd_methods(args) -> int:
@@ -115,6 +313,32 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, help="training steps (overrides the config)")
     p.add_argument("--device", help="auto, cpu, cuda, mps (overrides the config)")
     p.set_defaults(func=cmd_pretrain)
+    e = sub.add_parser("embed", help="embed chips or a scene with a checkpoint",
+                       description="Embed DATA (a chip folder, a scene file or folder, or a bundled sample "
+                                   "name) with MODEL (an eossl run / checkpoint or a foreign state dict).")
+    e.add_argument("model", help="eossl run folder / checkpoint, or a .safetensors / .pt / .pth file")
+    e.add_argument("data", help="chip folder, scene file / band folder, or a bundled sample name")
+    e.add_argument("--out", required=True, help="output: .nc (netCDF) or .zarr")
+    e.add_argument("--window", type=int, help="scene tile size in pixels (default: the model's)")
+    e.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    _model_options(e)
+    e.set_defaults(func=cmd_embed)
+    v = sub.add_parser("evaluate", help="few-label kNN / logistic probes of embeddings or a model",
+                       description="Print the few-label probe table (eossl.probe) for saved embeddings "
+                                   "(.nc / .zarr) or a model, on labelled chips.")
+    v.add_argument("model", metavar="EMB_OR_MODEL", help="embeddings (.nc / .zarr) or a model")
+    v.add_argument("labels", metavar="LABELLED_DATA",
+                   help="labelled chips (folder or sample name), or a CSV with a 'label' column for embeddings")
+    v.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10], help="labels per class")
+    v.add_argument("--repeats", type=int, default=10, help="random draws per row")
+    v.add_argument("--k", type=int, default=5, help="kNN neighbours")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--out", help="also write the table as CSV")
+    v.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    v.add_argument("--device", default="auto")
+    _model_options(v)
+    v.set_defaults(func=cmd_evaluate)
     m = sub.add_parser("methods", help="list the SSL methods")
     m.set_defaults(func=cmd_methods)
     args = parser.parse_args(argv)
