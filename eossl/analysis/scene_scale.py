@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from eossl.analysis.embed import _encoder_and_card, _grid_to_xarray, check_units, match_bands
+from eossl.analysis.embed import _encoder_and_card, _grid_to_xarray, check_units, match_bands, units_guard
 from eossl.data.normalize import nodata_to_nan, normalize_array
 from eossl.errors import DataError
 from eossl.progress import progress
@@ -112,7 +112,7 @@ def _owned_from(starts: np.ndarray, margin: int) -> np.ndarray:
     return own
 
 
-def _plan(encoder, card, da, chunk, overlap, window) -> _Plan:
+def _plan(encoder, card, da, chunk, overlap, window, norm: dict | None = None) -> _Plan:
     p = int(encoder.patch_size)
     H, W = da.sizes["y"], da.sizes["x"]
     rows, cols = H // p, W // p
@@ -132,7 +132,7 @@ def _plan(encoder, card, da, chunk, overlap, window) -> _Plan:
     margin = (overlap // 2) // p * p  # context a patch keeps on the near side of its window
     sy = window_starts(rows * p, win_y, win_y - overlap)
     sx = window_starts(cols * p, win_x, win_x - overlap)
-    norm = card["normalization"]
+    norm = norm or card["normalization"]
     return _Plan(p=p, rows=rows, cols=cols, win=(win_y, win_x), starts_y=sy, starts_x=sx,
                  own_y=_owned_from(sy, margin), own_x=_owned_from(sx, margin),
                  cy=max(1, chunk // p), cx=max(1, chunk // p),
@@ -348,7 +348,7 @@ def _open_result(path: Path) -> xr.DataArray:
 
 def embed_to_zarr(model, scene, store, *, chunk: int = 2048, overlap: int = 0, batch_size: int = 64,
                   device: str = "auto", client=None, window: int | None = None, overwrite: bool = False,
-                  check_values: bool = True,
+                  check_values: bool = True, on_mismatch: str | None = None,
                   on_chunk: Callable[[int, int], None] | None = None) -> xr.DataArray:
     """Embed a scene of any size into a Zarr store, chunk by chunk (see the module docstring).
 
@@ -368,6 +368,8 @@ def embed_to_zarr(model, scene, store, *, chunk: int = 2048, overlap: int = 0, b
             need the scene's files and the store on a shared filesystem.
         window: the tile size fed to the encoder (default: its training size), as in eossl.embed.
         overwrite: replace a store written for another model, scene or settings.
+        check_values, on_mismatch: the units check and DN <-> reflectance handling of
+            :func:`eossl.embed`, done once on a central sample of the scene.
         on_chunk: called with (chunk_row, chunk_col) after each chunk is safely written.
 
     Returns:
@@ -390,15 +392,18 @@ def embed_to_zarr(model, scene, store, *, chunk: int = 2048, overlap: int = 0, b
         model = load_model(model)
     encoder, card = _encoder_and_card(model)
     da = match_bands(scene, card).transpose("band", "y", "x")
-    plan = _plan(encoder, card, da, int(chunk), int(overlap), window)
-    dim = int(encoder.dim)
 
     # A central sample: checks the units once (not per chunk) and identifies the scene's pixels.
     H, W = da.sizes["y"], da.sizes["x"]
     h, w = min(H, 512), min(W, 512)
     probe = _read_pixels(da.isel(y=slice((H - h) // 2, (H - h) // 2 + h), x=slice((W - w) // 2, (W - w) // 2 + w)))
-    if check_values:
-        check_units(da, card, nodata_to_nan(probe.astype("float32"), plan.nodata).reshape(len(probe), -1))
+    norm_card = card
+    if check_values:  # as eossl.embed: maybe a card whose statistics also convert the units
+        sample = nodata_to_nan(probe.astype("float64"), da.attrs.get("nodata")).reshape(len(probe), -1)
+        norm_card = units_guard(da, card, sample, on_mismatch=on_mismatch)
+        check_units(da, norm_card, sample)
+    plan = _plan(encoder, card, da, int(chunk), int(overlap), window, norm_card["normalization"])
+    dim = int(encoder.dim)
     if "x" not in da.coords or "y" not in da.coords or da.rio.crs is None:
         warnings.warn("the scene has no CRS: its embeddings are written on the patch grid but are not "
                       "georeferenced (open it with eossl.open_scene, or da.rio.write_crs(...) first)",

@@ -254,6 +254,19 @@ def test_nodata_patches_are_nan_and_empty_chunks_are_skipped(model, scene, tmp_p
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+def test_units_are_handled_as_embed_does(model, scene, tmp_path):
+    """Reflectance given to a DN model: the same conversion (and warning) as eossl.embed."""
+    if model.card.get("units") != "DN":
+        pytest.skip("the tiny model's card records no DN units")
+    reflectance = scene.copy(data=scene.values.astype("float32") / 10000)
+    with pytest.warns(UserWarning, match="convert"):
+        out = eossl.embed_to_zarr(model, reflectance, tmp_path / "u.zarr", chunk=64)
+    with pytest.warns(UserWarning, match="convert"):
+        ref = eossl.embed(model, reflectance)
+    np.testing.assert_allclose(out.values, ref.values, atol=1e-4)
+    np.testing.assert_allclose(out.values, eossl.embed(model, scene).values, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- georeferencing
 
 def test_the_store_reopens_georeferenced(model, scene, tmp_path):
