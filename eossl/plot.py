@@ -153,7 +153,8 @@ def show_labels(labels: xr.DataArray, ax=None, classes: dict | None = None, titl
     ax = ax or plt.subplots(figsize=(5, 5))[1]
     classes = classes or labels.attrs.get("classes") or {}
     values = labels.values
-    present = [v for v in np.unique(values[np.isfinite(values)] if values.dtype.kind == "f" else values)]
+    present = [v for v in np.unique(values[np.isfinite(values)] if values.dtype.kind == "f" else values)
+               if v != ""]  # "" is "no label" (eossl.scene_labels): left blank
     cmap = plt.get_cmap("tab10")
     index = np.full(values.shape, np.nan)
     for i, v in enumerate(present):
@@ -161,7 +162,8 @@ def show_labels(labels: xr.DataArray, ax=None, classes: dict | None = None, titl
     ax.imshow(index, cmap=ListedColormap([cmap(i % 10) for i in range(len(present))]),
               vmin=-0.5, vmax=len(present) - 0.5, extent=_extent(labels), interpolation="nearest")
     names = {int(k): v for k, v in classes.items()}
-    ax.legend(handles=[Patch(color=cmap(i % 10), label=names.get(int(v), str(v))) for i, v in enumerate(present)],
+    ax.legend(handles=[Patch(color=cmap(i % 10), label=names.get(int(v), str(v)) if values.dtype.kind in "iuf" else str(v))
+                       for i, v in enumerate(present)],
               fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     ax.set_title(title)
     ax.set_axis_off()
@@ -219,6 +221,113 @@ def show_tiles(model, window, n: int = 4, bands_idx=(0, 1, 2), seed: int = 0):
     for j, label in enumerate(labels.tolist()):
         fig.axes[len(x) + j].set_title(f"neighbour: {names[tuple(NEIGHBOUR_OFFSETS[label])]}", fontsize=9,
                                        loc="left")
+    return fig
+
+
+def show_score(score: xr.DataArray, ax=None, title: str | None = None, cmap: str = "magma", vmin=None, vmax=None,
+               label: str | None = None):
+    """A ``(y, x)`` score map (similarity heat map, change score) in scene coordinates, with a
+    colour bar; NaN (no embedding) stays blank."""
+    ax = ax or plt.subplots(figsize=(5.5, 5))[1]
+    im = ax.imshow(score.transpose("y", "x").values, extent=_extent(score), cmap=cmap, vmin=vmin, vmax=vmax,
+                   interpolation="nearest")
+    plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label or score.name or "")
+    ax.set_title(title or str(score.name or "score"))
+    ax.set_axis_off()
+    return ax
+
+
+def show_hits(scene: xr.DataArray, result, ax=None, bands=None, color: str = "yellow", title: str | None = None):
+    """A scene ``(band, y, x)`` in true colour with the footprints of a search result's hits
+    (``result.table`` from :func:`eossl.similar`, or that table) outlined and numbered by rank."""
+    from matplotlib.patches import Rectangle
+    table = getattr(result, "table", result)
+    ax = show_scene(scene, ax=ax, bands=bands, title=title or f"top {len(table)} most similar patches")
+    for _, hit in table.iterrows():
+        ax.add_patch(Rectangle((hit["minx"], hit["miny"]), hit["maxx"] - hit["minx"], hit["maxy"] - hit["miny"],
+                               fill=False, edgecolor=color, linewidth=1.2))
+        ax.annotate(str(int(hit["rank"])), (hit["maxx"], hit["maxy"]), color=color, fontsize=7)
+    return ax
+
+
+def show_hit_tiles(scene: xr.DataArray, result, n: int = 8, context: int = 8, bands=None):
+    """Thumbnails of the ``n`` best hits of a search: each hit's footprint (boxed) with ``context``
+    pixels around it, titled by rank and score. One stretch for all, so brightness compares."""
+    from matplotlib.patches import Rectangle
+    table = getattr(result, "table", result).head(n)
+    rgb = rgb_array(scene, bands)  # (y, x, 3) stretched once over the scene
+    inverse = ~scene.rio.transform()
+    fig, axes = plt.subplots(1, len(table), figsize=(1.7 * len(table), 2.0), squeeze=False)
+    for ax, (_, hit) in zip(axes[0], table.iterrows()):
+        c0, r0 = (int(round(v)) for v in inverse * (hit["minx"], hit["maxy"]))
+        c1, r1 = (int(round(v)) for v in inverse * (hit["maxx"], hit["miny"]))
+        top, left = max(0, r0 - context), max(0, c0 - context)
+        ax.imshow(rgb[top:r1 + context, left:c1 + context], interpolation="nearest")
+        ax.add_patch(Rectangle((c0 - left - 0.5, r0 - top - 0.5), c1 - c0, r1 - r0, fill=False,
+                               edgecolor="yellow", linewidth=1.2))
+        ax.set_title(f"#{int(hit['rank'])}  {hit['score']:.2f}", fontsize=8)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def show_change_curves(scores: dict, labels: xr.DataArray, patch_size: int, **kwargs):
+    """ROC and precision-recall curves of change scores ``{name: (y, x) score}`` against pixel
+    labels on the patch grid (as :func:`eossl.evaluate_change` counts them), the best F1 marked.
+    ``kwargs`` go to :func:`eossl.analysis.change.patch_labels`."""
+    from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
+
+    from eossl.analysis.change import patch_labels
+    truth = patch_labels(labels, patch_size, **kwargs)
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, score in scores.items():
+        keep = (truth >= 0) & np.isfinite(score.values)
+        y, s = truth[keep], score.values[keep]
+        fpr, tpr, _ = roc_curve(y, s)
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
+        precision, recall, _ = precision_recall_curve(y, s)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        best = int(np.argmax(f1[:-1]))
+        line, = pr_ax.plot(recall, precision, label=f"{name} (best F1 {f1[best]:.3f})")
+        pr_ax.plot(recall[best], precision[best], "o", color=line.get_color())
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on labeled patches")
+    pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall (dot: best F1)")
+    for ax in (roc_ax, pr_ax):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def show_class_maps(maps, titles=None, classes: dict | None = None, scene: xr.DataArray | None = None,
+                    size: float = 3.6):
+    """Class maps ``(y, x)`` side by side with one colour per class in all of them (truth next to a
+    prediction). ``classes`` ({value: name}, default: the first map's ``classes`` attribute) fixes the
+    colours; other values (no data, unknown, -1) are left blank. ``scene`` puts its true colour first."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    maps = list(maps)
+    classes = classes or maps[0].attrs.get("classes") or {}
+    values = list(classes)
+    cmap = plt.get_cmap("tab10")
+    n = len(maps) + (scene is not None)
+    fig, axes = plt.subplots(1, n, figsize=(size * n + 1.5, size), squeeze=False)
+    axes = list(axes[0])
+    if scene is not None:
+        show_scene(scene, ax=axes.pop(0), title="scene")
+    titles = titles or [m.name or "" for m in maps]
+    for ax, m, title in zip(axes, maps, titles):
+        index = np.full(m.shape, np.nan)
+        for i, v in enumerate(values):
+            index[m.values == v] = i
+        ax.imshow(index, cmap=ListedColormap([cmap(i % 10) for i in range(max(1, len(values)))]),
+                  vmin=-0.5, vmax=len(values) - 0.5, extent=_extent(m), interpolation="nearest")
+        ax.set_title(title)
+        ax.set_axis_off()
+    axes[-1].legend(handles=[Patch(color=cmap(i % 10), label=str(classes[v])) for i, v in enumerate(values)],
+                    fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    fig.tight_layout()
     return fig
 
 

@@ -227,3 +227,43 @@ def test_band_importance_bars_in_wavelength_order(chips, tiny_run):
     per_class = eossl.band_importance(tiny_run.model, chips.isel(sample=[0, 1, 60]), per="class")
     ax = plot.band_importance(per_class)
     assert ax.images[0].get_array().shape == (2, 13)
+
+
+def test_show_score_hits_and_tiles_on_a_search(scene):
+    """Search helpers: a heat map in scene coordinates, footprints as boxes, one thumbnail per hit."""
+    import xarray as xr
+    from affine import Affine
+    # a real (y, x, dim) map without an encoder: the band means of each 8 px patch
+    t = scene.rio.transform()
+    rows, cols = scene.sizes["y"] // 8, scene.sizes["x"] // 8
+    values = scene.values[:, :rows * 8, :cols * 8].reshape(-1, rows, 8, cols, 8).mean(axis=(2, 4))  # (C, rows, cols)
+    grid = Affine(t.a * 8, 0, t.c, 0, t.e * 8, t.f)
+    emb = xr.DataArray(np.moveaxis(values, 0, -1), dims=("y", "x", "dim"),
+                       coords={"x": grid.c + grid.a * (np.arange(cols) + 0.5),
+                               "y": grid.f + grid.e * (np.arange(rows) + 0.5)})
+    emb = emb.rio.write_crs(scene.rio.crs).rio.write_transform(grid)
+    result = eossl.similar(emb, at=(3, 4), crs="rowcol", k=5)
+    ax = plot.show_score(result.heatmap, title="similarity")
+    assert ax.images[0].get_array().shape == (rows, cols)
+    left, right, bottom, top = ax.images[0].get_extent()
+    scene_left, _, _, scene_top = plot.show_scene(scene).images[0].get_extent()
+    assert (left, top) == pytest.approx((scene_left, scene_top)) and right - left == pytest.approx(cols * grid.a)
+    ax = plot.show_hits(scene, result)
+    boxes = [p for p in ax.patches]
+    assert len(boxes) == 5 and boxes[0].get_xy() == pytest.approx((result.table["minx"][0], result.table["miny"][0]))
+    fig = plot.show_hit_tiles(scene, result, n=4, context=0)
+    shown = [a for a in fig.axes if a.images]
+    assert len(shown) == 4 and shown[0].images[0].get_array().shape[:2] == (8, 8)  # the footprint
+    assert shown[0].get_title().startswith("#1")
+
+
+def test_show_change_curves_one_curve_per_score(taizhou):
+    image = taizhou.image
+    cva = eossl.change_vector(image.isel(time=0), image.isel(time=1), 8)
+    noise = cva.copy(data=np.random.default_rng(0).random(cva.shape))
+    fig = plot.show_change_curves({"CVA": cva, "noise": noise}, taizhou.change, 8)
+    roc_ax, pr_ax = fig.axes
+    assert len(roc_ax.lines) == 3  # two curves and the chance diagonal
+    legend = [t.get_text() for t in roc_ax.get_legend().get_texts()]
+    auc = eossl.evaluate_change(cva, taizhou.change, 8)["auc"]
+    assert legend[0] == f"CVA (AUC {auc:.3f})" and legend[1].startswith("noise (AUC 0.")
