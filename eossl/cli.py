@@ -60,6 +60,9 @@ def load_data(spec):
         raise EosslError(f"each data entry needs exactly one of {DATA_KINDS}, got {spec!r}")
     extra = {k: v for k, v in spec.items() if k not in DATA_KINDS}
     if "sample" in spec:
+        from eossl.data.samples import SAMPLES
+        if spec["sample"] not in SAMPLES:
+            raise DataError(f"data: no bundled sample {spec['sample']!r}; available: {sorted(SAMPLES)}")
         data = eossl.datasets.load_sample(spec["sample"], **extra)
         return data["image"] if hasattr(data, "data_vars") else data
     if "chips" in spec:

@@ -85,6 +85,15 @@ def test_unknown_keys_are_refused_with_the_known_ones(tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # nothing started
 
 
+def test_config_naming_missing_data_fails_before_training(tmp_path, capsys):
+    for data, message in [([{"chips": str(tmp_path / "no_chips")}], "not a folder"),
+                          ([{"scene": str(tmp_path / "no.tif")}], "no such file"),
+                          ([{"sample": "no_such_sample"}], "no bundled sample 'no_such_sample'")]:
+        assert main(["pretrain", str(_config(tmp_path, data=data))]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_without_data_or_unreadable(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("method: mae\n")
