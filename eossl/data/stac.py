@@ -448,6 +448,7 @@ def load(items, bands=None, *, resolution: float | None = None, bbox=None, crs=N
                        chunks=chunks or {"x": 1024, "y": 1024},
                        resampling={**{k: resampling for k in keys}, **({mask_key: "nearest"} if mask_key else {})},
                        driver=_reader_driver(uri_names), **odc_kw)
+    ds = ds.rename({k: v for k, v in (("latitude", "y"), ("longitude", "x")) if k in ds.dims})  # lon/lat CRS
     ordered = sorted(set(group_keys.values()))  # odc-stac orders the dates by group key
     if len(ordered) != ds.sizes["time"]:
         raise DataError("internal: date groups and loaded dates disagree")  # pragma: no cover

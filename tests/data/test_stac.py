@@ -287,3 +287,16 @@ def test_reader_pickles_for_cluster_workers():
     code = "import pickle, sys; d = pickle.loads(sys.stdin.buffer.read()); print(type(d).__name__, d.names)"
     out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(driver), capture_output=True, check=True)
     assert out.stdout.decode().strip() == "_NamedDriver {'/data/B04.tif': ('item-1', 'B04')}"
+
+
+def test_items_in_a_lon_lat_crs_load_with_x_y_dims(s2_stack, tmp_path):
+    """odc-stac names the axes latitude/longitude in a geographic CRS; eossl keeps y/x (as the
+    patch samplers and rioxarray expect). Some archives (e.g. OSCD) are stored in EPSG:4326."""
+    geo = s2_stack.isel(time=4).rio.reproject("EPSG:4326").expand_dims(time=[np.datetime64(SLOVENIA_DATES[4])])
+    geo.attrs["sensor"] = "sentinel2_l1c"
+    path = stac.write_local_catalog(geo, tmp_path / "geo")
+    cube = stac.load(stac.search(SLOVENIA_BBOX, "2015-01-01", "2015-12-31", catalog=path))
+    assert cube.dims == ("time", "band", "y", "x") and cube.rio.crs.to_epsg() == 4326
+    assert cube.shape == geo.shape
+    valid = np.isfinite(cube.values)
+    np.testing.assert_allclose(cube.values[valid], geo.values[valid] / 1e4, atol=1e-6)
