@@ -80,6 +80,10 @@ def similar(emb: xr.DataArray, at=None, *, k: int = 20, positives=None, negative
     """
     if "dim" not in emb.dims:
         raise DataError(f"similar needs embeddings with a 'dim' dimension, got {emb.dims}")
+    if backend not in ("auto", "exact", "faiss"):
+        raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
+    if int(k) < 1:
+        raise DataError(f"k={k}: ask for at least one hit")
     lead = [d for d in emb.dims if d != "dim"]
     if len(lead) not in (1, 2) or (len(lead) == 2 and set(lead) != {"y", "x"}):
         raise DataError(f"similar searches (y, x, dim) maps or (sample, dim) chips; got {emb.dims} "
@@ -109,8 +113,6 @@ def similar(emb: xr.DataArray, at=None, *, k: int = 20, positives=None, negative
         warnings.warn(f"k={k} is more than the {n_candidates} candidates; returning all of them", stacklevel=2)
         k = n_candidates
     use_faiss = backend == "faiss" or (backend == "auto" and len(unit) > EXACT_LIMIT and _has_faiss())
-    if backend not in ("auto", "exact", "faiss"):
-        raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
     want = k + len(excluded)
     if use_faiss:
         order, scores = _faiss_search(unit[valid], query, want)

@@ -93,6 +93,10 @@ def test_bad_queries(grid):
         eossl.similar(grid, at=(0, 7), crs="rowcol")
     with pytest.raises(DataError, match="give a place"):
         eossl.similar(grid)
+    with pytest.raises(DataError, match="at least one hit"):
+        eossl.similar(grid, at=(1, 2), crs="rowcol", k=0)
+    with pytest.raises(ValueError, match="backend must be"):
+        eossl.similar(grid, at=(1, 2), crs="rowcol", backend="annoy")
     with pytest.raises(DataError, match="pick one date"):
         eossl.similar(grid.expand_dims(time=2).transpose("time", "y", "x", "dim"), at=(1, 2), crs="rowcol")
     with pytest.warns(UserWarning, match="more than the 46 candidates"):
