@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +75,12 @@ def base_of(model, data=None, encoder=None, seed: int = 0):
 # ---------------------------------------------------------------- inputs as the encoder sees them
 
 def model_values(da: xr.DataArray, card: dict, band_axis: int) -> np.ndarray:
-    """Values of ``da`` in the card's band order, normalised with the card's statistics, NaN kept."""
-    from eossl.analysis.embed import match_bands
+    """Values of ``da`` in the card's band order, normalised with the card's statistics, NaN kept.
+    Warns when the values do not look like what the encoder was trained on (e.g. reflectance vs DN)."""
+    from eossl.analysis.embed import check_units, match_bands, units_guard
     da = match_bands(da, card)
+    card = units_guard(da, card)  # DN vs reflectance: converted inside the statistics, with a warning
+    check_units(da, card)
     values = nodata_to_nan(np.asarray(da.values, dtype="float32"), da.attrs.get("nodata"))
     norm = card["normalization"]
     return normalize_array(values, norm["mean"], norm["std"], band_axis)
@@ -249,7 +252,6 @@ class LoopConfig:
     last_blocks: int = 1
     augment: bool = True      # flips and 90-degree turns when the encoder learns
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, dense: bool, gen: torch.Generator):
@@ -408,7 +410,7 @@ def class_map(probs: np.ndarray, classes: list, like: xr.DataArray, name: str, p
         out = xr.DataArray(mapped, dims=("y", "x"), coords=coords, name=name)
         out.attrs["nodata"] = -1
     out.attrs.update(attrs)
-    out.attrs["classes"] = {(_key(c) if not isinstance(_key(c), float) else c): n for c, n in zip(classes, names)}
+    out.attrs["classes"] = {_key(c): n for c, n in zip(classes, names)}
     crs = _crs(like)
     if crs is not None and "x" in coords:
         out = out.rio.write_crs(crs)
@@ -464,6 +466,7 @@ def make_card(task: str, base_card: dict, base_path, model: FinetuneModel, class
         "normalization": base_card["normalization"],
         "sensor": base_card.get("sensor", "generic"),
         "input_dtype": base_card.get("input_dtype"),
+        **{k: base_card[k] for k in ("units", "on_mismatch") if k in base_card},
         "encoder": model.encoder.spec,
         "embedding_dim": model.encoder.dim,
         "head": model.head_config,

@@ -108,3 +108,12 @@ def test_bad_classification_input_is_refused(chips, tiny_run):
 def test_random_encoder_baseline_trains_from_the_data_alone(chips):
     run = eossl.finetune(None, chips, task="classification", shots=2, steps=3, encoder=dict(TINY_ENCODER))
     assert run.model.card["base"]["method"] == "random" and run.checkpoint_path is None
+
+
+def test_reflectance_given_to_a_dn_model_is_converted_with_a_warning(probe_run, chips):
+    assert probe_run.model.card["units"] == "DN"
+    dn = chips.isel(sample=slice(0, 10))
+    reflectance = (dn.astype("float32") / 10000).assign_attrs(dn.attrs)
+    with pytest.warns(UserWarning, match="converting"):
+        converted = eossl.predict(probe_run, reflectance, proba=True)
+    np.testing.assert_allclose(converted.values, eossl.predict(probe_run, dn, proba=True).values, atol=1e-4)
