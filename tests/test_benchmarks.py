@@ -65,7 +65,7 @@ def test_bench_finetune_compares_pretrained_and_random_for_every_task():
 
 def test_bench_loading_prints_delivery_against_consumption():
     text = _run("benchmarks/bench_loading.py", "--quick")
-    assert "| source | path | open + decode (s) | patches/s | keeps up with default MAE" in text
+    assert "| source | path | open + decode (CPU s) | patches/s per core | cores to feed default MAE" in text
     rows = [line for line in text.splitlines() if line.startswith(("| local", "| in memory"))]
     assert [r.split("|")[1].strip() for r in rows] == ["local GeoTIFF"] * 2 + ["local COG"] * 2 + \
         ["local STAC"] * 2 + ["in memory"] * 2
