@@ -114,6 +114,8 @@ class TrainingMonitor(Callback, ipw.VBox):
         collapse_ratio: warn once ``emb_std`` falls below this fraction of its first value
             (the trainer warns at the same ratio).
         min_seconds: never redraw more often than this (fast GPU steps), except at the end.
+        max_overhead: skip redraws that would make drawing more than this fraction of the wall
+            time (the gap after a redraw is at least its cost / max_overhead); None: no limit.
         auto_display: show itself when the run starts if it was not displayed before.
     """
 
@@ -133,7 +135,8 @@ class TrainingMonitor(Callback, ipw.VBox):
     message = tr.Unicode("")
 
     def __init__(self, every: int = 10, images_every: int | None = None, n_images: int = 4,
-                 collapse_ratio: float = 0.05, min_seconds: float = 1.0, auto_display: bool = True,
+                 collapse_ratio: float = 0.05, min_seconds: float = 1.0, max_overhead: float | None = 0.05,
+                 auto_display: bool = True,
                  **kwargs):
         super().__init__(**kwargs)
         if every < 1:
@@ -142,6 +145,8 @@ class TrainingMonitor(Callback, ipw.VBox):
         self.images_every = int(images_every or 5 * every)
         self.n_images, self.collapse_ratio = int(n_images), float(collapse_ratio)
         self.min_seconds, self.auto_display = float(min_seconds), auto_display
+        self.max_overhead = max_overhead
+        self._draw_cost = 0.0  # seconds the last redraw took
         self.history: list[dict] = []
         self._shown = False
         self._stop = threading.Event()  # set from the kernel's message thread: only a flag
@@ -216,7 +221,8 @@ class TrainingMonitor(Callback, ipw.VBox):
         if not self._main:
             return
         now = time.perf_counter()
-        if self.step % self.every == 0 and now - self._last_draw >= self.min_seconds:
+        gap = max(self.min_seconds, self._draw_cost / self.max_overhead if self.max_overhead else 0.0)
+        if self.step % self.every == 0 and now - self._last_draw >= gap:
             self._last_draw = now
             pictures = self.step - self._last_picture_step >= self.images_every
             self.redraw(trainer, pictures=pictures)
@@ -279,7 +285,8 @@ class TrainingMonitor(Callback, ipw.VBox):
         if self.running:
             self.status.value = (f"<b>{trainer.config.method if trainer else ''}</b>: step {self.step} / "
                                  f"{self.total_steps}, loss {self.loss:.4g}")
-        self.draw_seconds += time.perf_counter() - t0
+        self._draw_cost = time.perf_counter() - t0
+        self.draw_seconds += self._draw_cost
 
     def _update_indicator(self) -> None:
         if not math.isfinite(self.emb_std):

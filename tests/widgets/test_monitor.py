@@ -20,10 +20,13 @@ PNG = b"\x89PNG"
 
 
 def test_monitor_follows_a_run_and_draws(chips, tmp_path):
-    monitor = TrainingMonitor(every=2, images_every=4, n_images=3, min_seconds=0, auto_display=False)
-    throttled = TrainingMonitor(every=1, min_seconds=1e6, auto_display=False)
-    run = eossl.pretrain(chips, steps=6, out=tmp_path / "run", callbacks=[monitor, throttled], **MAE)
+    monitor = TrainingMonitor(every=2, images_every=4, n_images=3, min_seconds=0, max_overhead=None,
+                              auto_display=False)
+    throttled = TrainingMonitor(every=1, min_seconds=1e6, max_overhead=None, auto_display=False)
+    capped = TrainingMonitor(every=1, min_seconds=0, max_overhead=1e-6, auto_display=False)
+    run = eossl.pretrain(chips, steps=6, out=tmp_path / "run", callbacks=[monitor, throttled, capped], **MAE)
     assert throttled.draws == 2 and throttled.step == 6  # step 1, then nothing until the end
+    assert capped.draws == 2                             # a redraw's cost sets the gap to the next
     assert monitor.step == 6 and monitor.total_steps == 6 and not monitor.running
     assert len(monitor.history) == 6 and monitor.loss == pytest.approx(run.history["loss"].iloc[-1])
     assert math.isfinite(monitor.emb_std) and not monitor.collapsed
@@ -39,7 +42,8 @@ def test_monitor_follows_a_run_and_draws(chips, tmp_path):
 def test_pictures_do_not_change_the_run(chips, tmp_path):
     """Drawing uses its own random stream: the losses are those of a run without the monitor."""
     plain = eossl.pretrain(chips, steps=4, out=tmp_path / "a", **MAE)
-    monitor = TrainingMonitor(every=1, images_every=1, n_images=2, min_seconds=0, auto_display=False)
+    monitor = TrainingMonitor(every=1, images_every=1, n_images=2, min_seconds=0, max_overhead=None,
+                              auto_display=False)
     watched = eossl.pretrain(chips, steps=4, out=tmp_path / "b", callbacks=[monitor], **MAE)
     assert monitor.picture_draws == 5
     assert watched.history["loss"].tolist() == pytest.approx(plain.history["loss"].tolist(), rel=1e-5)
@@ -65,7 +69,8 @@ def test_stop_button_ends_the_run_with_a_checkpoint(chips, tmp_path):
 
 
 def test_contrastive_views_and_collapse_warning(chips, tmp_path):
-    monitor = TrainingMonitor(every=1, images_every=2, n_images=2, min_seconds=0, auto_display=False)
+    monitor = TrainingMonitor(every=1, images_every=2, n_images=2, min_seconds=0, max_overhead=None,
+                              auto_display=False)
     eossl.pretrain(chips, method="simclr", steps=2, batch_size=8, encoder=dict(TINY_ENCODER),
                    out=tmp_path / "run", callbacks=[monitor], hidden_dim=32, projection_dim=16)
     assert monitor.picture_kind == "views" and bytes(monitor.pictures.value).startswith(PNG)
