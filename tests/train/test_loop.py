@@ -129,10 +129,15 @@ def test_optimiser_settings_are_pretrain_arguments(tmp_path, chips):
 
 
 def _scalars(folder):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(folder))
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    """Every scalar in every event file of ``folder`` (a resumed run adds a file), by step."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    found: dict = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                value = v.simple_value if v.HasField("simple_value") else float(v.tensor.float_val[0])
+                found.setdefault(v.tag, {})[event.step] = value
+    return {tag: sorted(steps.items()) for tag, steps in found.items()}
 
 
 def test_tensorboard_logs_every_step_and_resumes(tmp_path, chips):
