@@ -24,7 +24,7 @@ import xarray as xr
 
 from eossl.data.normalize import stats_of
 from eossl.data.patches import PatchSampler, align_bands
-from eossl.data.units import DN_SCALE, guess_units
+from eossl.data.units import DN_SCALE, guess_units, normalise_units
 from eossl.errors import CheckpointError, DataError
 from eossl.models.registry import build_method, default_encoder, method_class
 from eossl.progress import enabled as progress_enabled
@@ -202,7 +202,8 @@ def make_card(config: PretrainConfig, model, arrays: list[xr.DataArray], stats: 
 def _training_units(arrays: list[xr.DataArray]) -> str | None:
     """"DN" or "reflectance" when every training source agrees, else None (no units check)."""
     from eossl.analysis.embed import sample_values  # embed imports this module: import late
-    found = {guess_units(sample_values(da, 20_000), dtype=da.dtype, attrs=da.attrs) for da in arrays}
+    found = {normalise_units(da.attrs.get("units"))  # declared (e.g. by eossl.stac.load): no reading
+             or guess_units(sample_values(da, 20_000), dtype=da.dtype) for da in arrays}
     return found.pop() if len(found) == 1 else None
 
 

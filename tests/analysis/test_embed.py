@@ -311,5 +311,21 @@ def test_sample_values_reads_a_strided_sample(slovenia):
     stack = slovenia["image"]
     values = sample_values(stack, max_pixels=1000)
     assert values.shape[0] == stack.sizes["band"] and 100 <= values.shape[1] <= 4 * 1000
-    lazy = stack.chunk({"time": 1})
-    np.testing.assert_array_equal(sample_values(lazy, 1000), values)
+    lazy = stack.chunk({"time": 1})  # lazy: a few dates only (here 3 of 5), same units
+    few = sample_values(lazy, 1000)
+    assert few.shape[0] == stack.sizes["band"] and few.shape[1] < values.shape[1] * 2
+    np.testing.assert_array_equal(few, sample_values(stack.isel(time=[0, 2, 4]), 1000))
+    assert guess_units(few) == guess_units(values) == "DN"
+
+
+def test_declared_units_that_agree_read_no_pixels(model, chips):
+    import dask
+    import dask.array
+
+    @dask.delayed
+    def boom():
+        raise AssertionError("pixels were read")
+
+    lazy = xr.DataArray(dask.array.from_delayed(boom(), shape=(13, 64, 64), dtype="float32"),
+                        dims=("band", "y", "x"), coords={"band": chips["band"].values}, attrs={"units": "DN"})
+    assert units_guard(lazy, model.card) is model.card
