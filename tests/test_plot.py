@@ -267,3 +267,12 @@ def test_show_change_curves_one_curve_per_score(taizhou):
     legend = [t.get_text() for t in roc_ax.get_legend().get_texts()]
     auc = eossl.evaluate_change(cva, taizhou.change, 8)["auc"]
     assert legend[0] == f"CVA (AUC {auc:.3f})" and legend[1].startswith("noise (AUC 0.")
+
+
+def test_show_labels_takes_patch_class_names_and_leaves_no_label_blank():
+    import xarray as xr
+    labels = xr.DataArray(np.array([["forest", "", ""], ["grassland", "forest", "grassland"]]), dims=("y", "x"))
+    ax = plot.show_labels(labels)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["forest", "grassland"]
+    index = ax.images[0].get_array()
+    assert index.mask[0, 1] if np.ma.isMaskedArray(index) else np.isnan(index[0, 1])
