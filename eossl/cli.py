@@ -24,7 +24,8 @@ reruns (or resumes) the same run. Logs: ``out/history.csv`` and, when tensorboar
 
 ``eossl embed MODEL DATA --out emb.nc`` (or ``.zarr``) embeds chips, a scene or a bundled sample with
 an eossl checkpoint or a community state dict (``--encoder/--bands/--normalisation`` describe a
-foreign file). ``eossl evaluate`` prints the few-label probe table of :func:`eossl.probe` for saved
+foreign file). A scene file into ``.zarr`` goes through :func:`eossl.embed_to_zarr`: chunk by
+chunk, resumable after an interruption. ``eossl evaluate`` prints the few-label probe table of :func:`eossl.probe` for saved
 embeddings or a model, on labelled chips. Outputs are written to a temporary name and renamed, so
 an interrupted command never leaves a half-written file where a good one was.
 
@@ -153,7 +154,7 @@ def open_data(arg: str):
             data = eossl.datasets.load_sample(name)
             return data["image"] if hasattr(data, "data_vars") else data
         raise DataError(f"{arg}: no such file or folder (nor a bundled sample: {sorted(SAMPLES)})")
-    if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+    if _is_chip_folder(path):
         return eossl.open_chips(path)
     return eossl.open_scene(path)
 
@@ -220,11 +221,23 @@ def cmd_embed(args) -> int:
     if out.suffix not in (".nc", ".zarr"):
         raise EosslError(f"--out {out}: give a .nc or .zarr path")
     model = _load_model(args)
-    data = open_data(args.data)
-    emb = eossl.embed(model, data, batch_size=args.batch_size, window=args.window, device=args.device)
-    save_embeddings_any(emb, out)
+    source = Path(args.data)
+    if out.suffix == ".zarr" and source.exists() and not _is_chip_folder(source):
+        # A scene file into Zarr: chunk by chunk, never the whole scene in memory; resumable, and a
+        # store of another model or scene is refused unless --overwrite
+        emb = eossl.embed_to_zarr(model, str(source), out, chunk=args.chunk, batch_size=args.batch_size,
+                                  device=args.device, window=args.window, overwrite=args.overwrite,
+                                  on_mismatch=args.on_mismatch)
+    else:
+        data = open_data(args.data)
+        emb = eossl.embed(model, data, batch_size=args.batch_size, window=args.window, device=args.device)
+        save_embeddings_any(emb, out)
     print(f"embeddings {dict(emb.sizes)} -> {out}")
     return 0
+
+
+def _is_chip_folder(path: Path) -> bool:
+    return path.is_dir() and any(p.is_dir() for p in path.iterdir())
 
 
 def _is_embeddings(path: Path) -> bool:
@@ -325,6 +338,10 @@ def main(argv=None) -> int:
     e.add_argument("--window", type=int, help="scene tile size in pixels (default: the model's)")
     e.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    e.add_argument("--chunk", type=int, default=2048,
+                   help="scene -> .zarr: output chunk in pixels (memory per chunk; eossl.embed_to_zarr)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="scene -> .zarr: replace a store written for another model or scene")
     _model_options(e)
     e.set_defaults(func=cmd_embed)
     v = sub.add_parser("evaluate", help="few-label kNN / logistic probes of embeddings or a model",

@@ -159,13 +159,27 @@ def test_embed_writes_what_eossl_embed_gives(model_dir, tiny_run, chips, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary leftovers
 
 
-def test_embed_a_scene_keeps_its_crs(model_dir, tmp_path):
+def test_embed_a_scene_file_chunk_by_chunk_into_zarr(model_dir, tiny_run, tmp_path, capsys):
     from eossl.datasets import sample_dir
     scene = sorted((sample_dir() / "slovenia_s2").glob("slovenia_date*.tif"))[0]
     out = tmp_path / "scene.zarr"
-    assert main(["embed", str(model_dir), str(scene), "--out", str(out), "--window", "32"]) == 0
-    emb = eossl.open_embeddings(out)
-    assert emb.dims == ("y", "x", "dim") and emb.rio.crs == eossl.open_scene(scene).rio.crs
+    argv = ["embed", str(model_dir), str(scene), "--out", str(out), "--window", "32", "--chunk", "64"]
+    assert main(argv) == 0
+    emb = xr.open_zarr(out, decode_coords="all")["embedding"]
+    opened = eossl.open_scene(scene)
+    want = eossl.embed(tiny_run.model, opened, window=32)
+    assert emb.dims == ("y", "x", "dim") and emb.rio.crs == opened.rio.crs
+    np.testing.assert_allclose(emb.values, want.values, rtol=1e-4, atol=1e-5)
+    assert main(argv) == 0  # finished store, same model and scene: resumes (nothing left to do)
+    other = tmp_path / "other_run"
+    eossl.pretrain(eossl.datasets.load_sample("eurosat_ms"), steps=1, batch_size=4, encoder=dict(TINY_ENCODER),
+                   decoder_dim=32, decoder_depth=1, out=other, seed=5, tensorboard=False)
+    capsys.readouterr()
+    assert main(["embed", str(other), str(scene), "--out", str(out), "--window", "32", "--chunk", "64"]) == 2
+    assert "another model" in capsys.readouterr().err  # refused, nothing changed
+    np.testing.assert_allclose(xr.open_zarr(out, decode_coords="all")["embedding"].values, want.values, rtol=1e-4, atol=1e-5)
+    assert main(["embed", str(other), str(scene), "--out", str(out), "--window", "32", "--chunk", "64",
+                 "--overwrite"]) == 0
 
 
 def test_embed_with_a_foreign_checkpoint_and_its_options(tmp_path, chips):
