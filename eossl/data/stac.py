@@ -516,7 +516,6 @@ def write_local_catalog(data, folder, *, collection: str = SENTINEL2_L2A, times=
             +1000 offset that :func:`load` removes.
     """
     pystac = _require("pystac", "pystac", "eossl.stac.write_local_catalog")
-    import rasterio
     from pystac.extensions.eo import Band as EOBand
     from pystac.extensions.eo import EOExtension
     from pystac.extensions.projection import ProjectionExtension

@@ -264,6 +264,11 @@ def test_landsat_collection2_scaling_and_qa_bits(shared_data, tmp_path):
     assert np.array_equal(np.isnan(values[0]), np.broadcast_to(masked, (3, 128, 128)))
     np.testing.assert_allclose(values[0][:, ~masked], crop.values[0][:, ~masked] * 2.75e-5 - 0.2, atol=1e-6)
     assert items[0].properties["eo:cloud_cover"] == pytest.approx(100 * masked.mean(), abs=0.01)
+    # Landsat 7 calls blue B1, Landsat 8 calls it B2: one cube cannot hold both under one name
+    l7 = items[0].clone()
+    l7.id, l7.properties["platform"] = "LE07_stand_in", "landsat-7"
+    with pytest.raises(eossl.DataError, match="mix sensors.*landsat7.*landsat8"):
+        stac.load([items[0], l7])
 
 
 def test_stac_is_imported_lazily_and_names_its_extra(monkeypatch, s2_catalog):
