@@ -305,3 +305,35 @@ def test_items_in_a_lon_lat_crs_load_with_x_y_dims(s2_stack, tmp_path):
     assert cube.shape == geo.shape
     valid = np.isfinite(cube.values)
     np.testing.assert_allclose(cube.values[valid], geo.values[valid] / 1e4, atol=1e-6)
+
+
+def test_api_search_sends_place_dates_and_cloud_query(monkeypatch, s2_catalog):
+    """The STAC API branch (offline: pystac-client's Client replaced by one that records the
+    request and answers with the local items, as a server would)."""
+    import types
+    local = list(stac.search(SLOVENIA_BBOX, "2015-01-01", "2015-12-31", catalog=s2_catalog))
+    seen = {}
+
+    class Search:
+        def __init__(self, **kw):
+            seen.update(kw)
+
+        def items(self):
+            return iter(local)  # a server that ignores the query: eossl filters again
+
+    class Client:
+        @staticmethod
+        def open(url, modifier=None):
+            seen["url"], seen["modifier"] = url, modifier
+            return types.SimpleNamespace(search=lambda **kw: Search(**kw))
+
+    monkeypatch.setitem(sys.modules, "pystac_client", types.SimpleNamespace(Client=Client))
+    items = stac.search(SLOVENIA_BBOX, "2015-07-15", "2015-09-30", max_cloud=20, catalog=stac.EARTH_SEARCH,
+                        limit=10)
+    assert seen["url"] == stac.EARTH_SEARCH and seen["collections"] == ["sentinel-2-l2a"]
+    assert seen["bbox"] == list(SLOVENIA_BBOX) and seen["max_items"] == 10
+    assert seen["datetime"] == ["2015-07-15T00:00:00Z", "2015-09-30T23:59:59.999999Z"]
+    assert seen["query"] == {"eo:cloud_cover": {"lte": 20}}
+    assert [it.datetime.strftime("%m-%d") for it in items] == ["07-31", "08-30", "09-09"]
+    with pytest.raises(eossl.DataError, match=r"in https://earth-search.*raise max_cloud"):
+        stac.search(SLOVENIA_BBOX, "2015-08-19", "2015-08-21", max_cloud=20, catalog=stac.EARTH_SEARCH)
