@@ -10,7 +10,7 @@ It imports :mod:`eossl`; eossl never imports it.
 
 from eossl_widgets.bands import BandImportancePanel
 from eossl_widgets.change import ChangeExplorer
-from eossl_widgets.embedding_explorer import EmbeddingExplorer
+from eossl_widgets.embedding_explorer import EmbeddingExplorer, load_bokehjs
 from eossl_widgets.map_explorer import MapExplorer
 from eossl_widgets.monitor import TrainingMonitor
 from eossl_widgets.painter import LabelPainter
@@ -18,7 +18,7 @@ from eossl_widgets.overlay import (array_overlay, base_map, footprints_layer, op
                                    scene_overlay, thumbnail_png)
 
 __all__ = [
-    "MapExplorer", "EmbeddingExplorer", "rgb_image",
+    "MapExplorer", "EmbeddingExplorer", "load_bokehjs", "rgb_image",
     "TrainingMonitor", "BandImportancePanel", "LabelPainter", "ChangeExplorer",
     "array_overlay", "scene_overlay", "footprints_layer", "thumbnail_png", "base_map", "opacity_sliders",
 ]

@@ -40,19 +40,40 @@ TOOLTIP = """
 """
 
 
-def load_bokehjs() -> None:
-    """Put BokehJS into the notebook page from the installed bokeh package (no CDN). Needed once per
-    page before a BokehModel widget can draw; harmless when repeated, a no-op outside a kernel."""
+_BOKEHJS_SHOWN = False
+
+
+def _in_kernel() -> bool:
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover
-        return
+        return False
     shell = get_ipython()
-    if shell is None or not hasattr(shell, "kernel"):
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def load_bokehjs() -> None:
+    """Put BokehJS into the notebook page from the installed bokeh package (inline, no CDN), like
+    ``hv.extension("bokeh", inline=True)``. Call it in a cell above the first EmbeddingExplorer:
+    the scatter widget can only draw once BokehJS has loaded. A no-op outside a kernel."""
+    global _BOKEHJS_SHOWN
+    if not _in_kernel():
         return
-    from bokeh.io import output_notebook
     from bokeh.resources import INLINE
-    output_notebook(resources=INLINE, hide_banner=True)
+    try:
+        from bokeh.embed.bundle import Bundle
+        from bokeh.io.notebook import JS_MIME_TYPE, LOAD_MIME_TYPE, _loading_js, publish_display_data
+    except ImportError:  # pragma: no cover - another bokeh version: its own loader
+        from bokeh.io import output_notebook
+        output_notebook(resources=INLINE, hide_banner=True)
+    else:
+        # BokehJS itself only. bokeh.io.output_notebook would also bundle every registered extension;
+        # once holoviews.plotting.bokeh is imported that includes Panel's, with a relative script
+        # URL JupyterLab does not serve, and the failed load leaves BokehJS undefined.
+        bundle = Bundle(js_raw=list(INLINE.js_raw), css_raw=list(INLINE.css_raw))
+        publish_display_data({JS_MIME_TYPE: _loading_js(bundle, None, 5000, register_mime=True),
+                              LOAD_MIME_TYPE: _loading_js(bundle, None, 5000, register_mime=False)})
+    _BOKEHJS_SHOWN = True
 
 
 def class_colours(values) -> list[str]:
@@ -136,13 +157,17 @@ class EmbeddingExplorer(ipw.VBox):
         self.selection.add_subscriber(self._on_stream)
         self.figure, self.source, self.highlight_source = self._figure(width, height)
         self.source.selected.on_change("indices", self._on_bokeh_selection)
-        load_bokehjs()
         self.plot = BokehModel(self.figure)
         self.plot.add_class("eossl-scatter")
+        # BokehJS must be in the page before the plot's view is made. Loaded in the same cell it
+        # arrives a moment too late, so then the plot joins the widget a few seconds later.
+        late = _in_kernel() and not _BOKEHJS_SHOWN
+        if late:
+            load_bokehjs()
         self.observe(self._draw_selection, "selected")
         self.observe(self._draw_status, "status")
 
-        body = [self.plot]
+        body = [ipw.HTML("loading BokehJS ...") if late else self.plot]
         if map_explorer is not None:
             self._link_problem = self._check_link(map_explorer)
             if self._link_problem is None:
@@ -150,6 +175,10 @@ class EmbeddingExplorer(ipw.VBox):
                 if show_map:
                     body.append(map_explorer.map)
         self.children = [self.status_html, ipw.HBox(body, layout=ipw.Layout(width="100%"))]
+        if late:
+            import threading
+            row = self.children[1]
+            threading.Timer(3.0, lambda: setattr(row, "children", (self.plot, *row.children[1:]))).start()
         what = "UMAP" if method == "umap" else "PCA"
         if self._link_problem:
             self._say(self._link_problem, "error")

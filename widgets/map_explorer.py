@@ -42,6 +42,14 @@ def patch_boxes(emb: xr.DataArray, patches) -> list[tuple[float, float, float, f
     return boxes
 
 
+def patch_lonlat(emb: xr.DataArray, row: int, col: int) -> tuple[float, float]:
+    """(lon, lat) of the centre of patch (row, col)."""
+    from rasterio.warp import transform
+    minx, miny, maxx, maxy = patch_boxes(emb, [(row, col)])[0]
+    (lon,), (lat,) = transform(emb.rio.crs, "EPSG:4326", [(minx + maxx) / 2], [(miny + maxy) / 2])
+    return float(lon), float(lat)
+
+
 def patch_at(emb: xr.DataArray, lat: float, lon: float) -> tuple[int, int]:
     """The (row, col) of the patch under a lon/lat point, or a DataError when it is off the grid."""
     from rasterio.warp import transform
@@ -237,6 +245,10 @@ class MapExplorer(ipw.VBox):
         self._say(f"patch (row {row}, col {col}) at {lat:.5f}, {lon:.5f}: the {len(scores)} most similar patches "
                   f"have cosine similarity {scores.max():.3f} to {scores.min():.3f} (outlined in cyan, below)", "ok")
         return result
+
+    def click_patch(self, row: int, col: int):
+        """Click the centre of patch (row, col) of the embedding grid (see :meth:`click`)."""
+        return self.click(*patch_lonlat(self.emb, row, col)[::-1])
 
     def patch_image(self, row: int, col: int) -> xr.DataArray:
         """The scene's pixels under patch (row, col) of the embedding grid: (band, y, x)."""

@@ -8,7 +8,7 @@ pytest.importorskip("ipyleaflet")
 import eossl  # noqa: E402
 from _tiny import TINY_ENCODER  # noqa: E402
 from eossl_widgets import MapExplorer  # noqa: E402
-from eossl_widgets.map_explorer import patch_at, patch_boxes  # noqa: E402
+from eossl_widgets.map_explorer import patch_at, patch_boxes, patch_lonlat  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,10 @@ def test_select_outlines_patches(explorer):
 def test_patch_at_and_thumbnails_cut_the_right_pixels(explorer, taizhou_emb):
     emb = taizhou_emb.isel(time=0)
     assert patch_at(emb, *_lonlat_of_patch(emb, 12, 40)) == (12, 40)
+    lon, lat = patch_lonlat(emb, 12, 40)
+    assert patch_at(emb, lat, lon) == (12, 40)
+    explorer.click_patch(12, 40)
+    assert explorer.query_patch == (12, 40)
     image = explorer.patch_image(12, 40)
     assert image.sizes["y"] == 8 and image.sizes["x"] == 8               # one 8 px patch
     assert float(image.x.min()) > float(emb.x[40]) - 4 * 30 - 1
