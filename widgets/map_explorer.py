@@ -102,6 +102,7 @@ class MapExplorer(ipw.VBox):
         time: which date of a stack to search and colour (index, default the first).
         k: hits per click; clusters: k of the k-means cluster map (0 for none).
         basemap: optional tiles (need the network); the default map has none.
+        max_pixels: scene layers larger than this are shown downsampled, with a notice in the status line.
     """
 
     last_query = traitlets.Tuple(allow_none=True, default_value=None)
@@ -112,7 +113,8 @@ class MapExplorer(ipw.VBox):
     k = traitlets.Int(8)
 
     def __init__(self, scene, emb=None, model=None, *, emb2=None, time: int | None = None, k: int = 8,
-                 clusters: int = 8, basemap=None, height: str = "460px", thumb_size: int = 72):
+                 clusters: int = 8, basemap=None, height: str = "460px", thumb_size: int = 72,
+                 max_pixels: int = 2_000_000):
         super().__init__()
         self.k = k
         self.thumb_size = thumb_size
@@ -135,13 +137,18 @@ class MapExplorer(ipw.VBox):
         self.layers: dict[str, ipyleaflet.Layer] = {}
         self._notices: list[str] = []
 
-        self._add(scene_overlay(self.scene))
-        self._add(scene_overlay(self.scene, false_colour=True), visible=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # downsampling notices go to the status line
+            self._add(scene_overlay(self.scene, max_pixels=max_pixels))
+            self._add(scene_overlay(self.scene, false_colour=True, max_pixels=max_pixels), visible=False)
         lead = [d for d in self.scene_data.dims if d not in ("band", "y", "x")]
         if lead and self.scene_data.sizes[lead[0]] > 1:
             other = self.scene_data.sizes[lead[0]] - 1 if self.time == 0 else 0
             when = str(self.scene_data[lead[0]].values[other])[:10]
-            self._add(scene_overlay(self.scene_data, time=other, name=f"true colour, {when}"), visible=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                self._add(scene_overlay(self.scene_data, time=other, name=f"true colour, {when}",
+                                        max_pixels=max_pixels), visible=False)
         if self.problem is None:
             self._add(array_overlay(eossl.pca_rgb(self.emb), "embedding PCA-RGB", opacity=0.8), visible=False)
             if clusters:
@@ -188,7 +195,7 @@ class MapExplorer(ipw.VBox):
 
     # ------------------------------------------------------------------ building
     def _add(self, layer, visible: bool = True):
-        if getattr(layer, "notice", None):
+        if getattr(layer, "notice", None) and layer.notice.split(":")[-1] not in " ".join(self._notices):
             self._notices.append(layer.notice)
         layer.visible = visible
         self.map.add(layer)

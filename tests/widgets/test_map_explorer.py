@@ -126,3 +126,9 @@ def test_a_scene_without_crs_is_a_clear_error(taizhou, taizhou_emb):
     assert scene.rio.crs is None
     with pytest.raises(eossl.DataError, match="write_crs"):
         MapExplorer(scene, taizhou_emb.isel(time=0))
+
+
+def test_a_scene_too_big_for_an_overlay_is_shown_smaller_with_a_notice(taizhou, taizhou_emb):
+    small = MapExplorer(taizhou, taizhou_emb, clusters=0, max_pixels=40_000)
+    assert "shown at 1/2 resolution" in small.status and small.problem is None
+    assert small.layers["true colour (B3, B2, B1)"].notice is not None
