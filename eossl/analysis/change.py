@@ -38,9 +38,8 @@ def change(emb_t1: xr.DataArray, emb_t2: xr.DataArray, standardize: bool = True)
 
     ``standardize`` (default): first centre and scale every embedding dimension with that date's
     own mean and spread over the patches valid at both dates, as :func:`change_vector` does with
-    the bands. Two dates
-    that differ as a whole (another season, stretch or atmosphere) move every patch's embedding
-    the same way; without this, that shared shift swamps the local change (on the Taizhou pair it
+    the bands. Two dates that differ as a whole (another season, stretch or atmosphere) move
+    every patch's embedding the same way; without this, that shared shift swamps the local change (on the Taizhou pair it
     took the AUC of random-weight embeddings from 0.98 down to 0.44). The price: when most of the
     scene changed, the change itself becomes part of the date's mean; pass ``standardize=False``
     for the raw cosine distance."""
