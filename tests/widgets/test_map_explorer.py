@@ -112,11 +112,10 @@ def test_embeddings_from_another_grid_give_a_message_in_the_widget(taizhou, slov
         MapExplorer(slovenia, taizhou_emb.isel(time=0), clusters=0)
 
 
-def test_chip_embeddings_are_refused_with_a_reason(taizhou, chips):
-    emb = eossl.datasets.load_sample("eurosat_ms")  # chips, not a grid
-    fake = __import__("xarray").DataArray(np.zeros((emb.sizes["sample"], 4)), dims=("sample", "dim"))
+def test_chip_embeddings_are_refused_with_a_reason(taizhou, chips, tiny_run):
+    chip_emb = eossl.embed(tiny_run.model, chips)                      # (sample, dim): no place on a map
     with pytest.warns(UserWarning, match="chip embeddings"):
-        other = MapExplorer(taizhou, fake, clusters=0)
+        other = MapExplorer(taizhou, chip_emb, clusters=0)
     assert "chip embeddings" in other.status
 
 

@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import warnings
 
 import numpy as np
 import pytest
