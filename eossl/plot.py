@@ -159,11 +159,15 @@ def show_labels(labels: xr.DataArray, ax=None, classes: dict | None = None, titl
     index = np.full(values.shape, np.nan)
     for i, v in enumerate(present):
         index[values == v] = i
-    ax.imshow(index, cmap=ListedColormap([cmap(i % 10) for i in range(len(present))]),
-              vmin=-0.5, vmax=len(present) - 0.5, extent=_extent(labels), interpolation="nearest")
     names = {int(k): v for k, v in classes.items()}
-    ax.legend(handles=[Patch(color=cmap(i % 10), label=names.get(int(v), str(v)) if values.dtype.kind in "iuf" else str(v))
-                       for i, v in enumerate(present)],
+    # a class keeps the colour of its place in the class table, so a pixel map and its patch labels
+    # (class names, from eossl.scene_labels) match; classes outside the table take their rank
+    slots = {**{k: j for j, k in enumerate(names)}, **{str(v): j for j, v in enumerate(names.values())}}
+    colors = [cmap(slots.get(int(v) if values.dtype.kind in "iuf" else str(v), i) % 10) for i, v in enumerate(present)]
+    ax.imshow(index, cmap=ListedColormap(colors or ["white"]),
+              vmin=-0.5, vmax=len(present) - 0.5, extent=_extent(labels), interpolation="nearest")
+    ax.legend(handles=[Patch(color=c, label=names.get(int(v), str(v)) if values.dtype.kind in "iuf" else str(v))
+                       for c, v in zip(colors, present)],
               fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     ax.set_title(title)
     ax.set_axis_off()
@@ -382,9 +386,12 @@ def class_recall(tables, shots: int | None = None, ax=None, title: str | None = 
         rows = rows.set_index("class").reindex(classes)
         ax.barh(np.arange(len(classes)) + i * height, rows["recall"], height, xerr=rows["recall_std"],
                 color=cmap(i % 10), label=f"{name} · {probe}" if name else probe, error_kw={"linewidth": 0.8})
-    support = series[0][2].set_index("class").reindex(classes)["test_examples"] if series else []
-    ax.set_yticks(np.arange(len(classes)) + 0.4 - height / 2,
-                  [f"{c}  (n={n:.0f})" for c, n in zip(classes, support)], fontsize=8)
+    def support(c):  # mean test examples of class c, per table when the tables differ
+        counts = list(dict.fromkeys(f"{n:.0f}" for _, _, rows in series
+                                    for n in rows.loc[rows["class"] == c, "test_examples"]))
+        return "/".join(counts)
+    ax.set_yticks(np.arange(len(classes)) + 0.4 - height / 2, [f"{c}  (n={support(c)})" for c in classes],
+                  fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("recall")
@@ -424,6 +431,11 @@ def band_importance(imp: xr.DataArray, ax=None, title: str | None = None):
     else:
         colors = "tab:blue"
     ax.bar(np.arange(len(names)), imp.values, color=colors)
+    if "group" in imp.coords and "band_groups" in imp.attrs:
+        from matplotlib.patches import Patch
+        ax.legend(handles=[Patch(color=plt.get_cmap("tab10")(g % 10), label=" ".join(group))
+                           for g, group in enumerate(imp.attrs["band_groups"])],
+                  fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, title="group")
     ax.set_xticks(np.arange(len(names)), names, fontsize=7)
     ax.set_ylabel(units if len(units) < 40 else "importance", fontsize=8)
     ax.set_title(title or what)

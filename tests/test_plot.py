@@ -276,3 +276,12 @@ def test_show_labels_takes_patch_class_names_and_leaves_no_label_blank():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["forest", "grassland"]
     index = ax.images[0].get_array()
     assert index.mask[0, 1] if np.ma.isMaskedArray(index) else np.isnan(index[0, 1])
+
+
+def test_show_labels_pixel_map_and_patch_labels_share_colours(slovenia, tiny_run):
+    grid = eossl.embed(tiny_run.model, slovenia["image"].isel(time=3))
+    patch = eossl.scene_labels(slovenia["lulc"], grid)
+    colours = [{t.get_label(): t.get_facecolor() for t in plot.show_labels(da).get_legend().legend_handles}
+               for da in (slovenia["lulc"], patch)]
+    shared = set(colours[0]) & set(colours[1])
+    assert "forest" in shared and all(colours[0][c] == colours[1][c] for c in shared)

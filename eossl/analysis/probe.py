@@ -355,7 +355,8 @@ def scene_labels(raster: xr.DataArray, emb: xr.DataArray, min_fraction: float = 
     names = np.array([str(classes.get(v.item() if hasattr(v, "item") else v, v)) for v in present])
     out = np.where(purity >= min_fraction, names[best], "")
     result = xr.DataArray(out, dims=("y", "x"), coords={d: emb[d] for d in ("y", "x") if d in emb.coords},
-                          name="label", attrs={"min_fraction": min_fraction, "patch_size": p})
+                          name="label", attrs={"min_fraction": min_fraction, "patch_size": p,
+                                               "classes": dict(lab.attrs.get("classes", {}))})
     result = result.assign_coords(purity=(("y", "x"), purity))
     if emb.rio.crs is not None:
         result = result.rio.write_crs(emb.rio.crs)
