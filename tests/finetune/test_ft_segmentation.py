@@ -112,3 +112,19 @@ def test_bad_segmentation_labels_are_refused(slovenia, tiny_run):
         eossl.finetune(tiny_run, slovenia, "lulc", task="segmentation", classes=[2, 5], steps=1)
     with pytest.raises(DataError, match="which variable"):
         eossl.finetune(tiny_run, slovenia.assign(other=slovenia.lulc), task="segmentation", steps=1)
+
+
+def test_dense_fine_tuning_turns_pixels_and_labels_together(scene_and_target):
+    """With the encoder learning, batches get flips / quarter turns; the labels must turn with the
+    pixels or the trivial target could not be learned at all."""
+    from eossl.finetune.loop import _augment
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    y = x[:, 0].long()
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(6):
+        xa, ya = _augment(x, y, dense=True, gen=gen)
+        assert torch.equal(xa[:, 0].long(), ya)
+    scene, target = scene_and_target
+    run = eossl.finetune(None, scene, target, task="segmentation", shots=200, steps=60, window=32,
+                         decoder="skip", train="all", encoder=dict(TINY_ENCODER), lr=3e-3)
+    assert run.metrics.loc["overall", "recall"] > 0.7
