@@ -211,8 +211,8 @@ def probe(emb: xr.DataArray, labels=None, shots=(1, 5, 10), repeats: int = 10, k
         labels: one per chip (default: the ``label`` coordinate), or for a grid patch labels
             ``(y, x)`` such as :func:`scene_labels` makes from a land-cover raster. ``None``, NaN and
             ``""`` mean "no label": those samples are left out, as are grid patches without an
-            embedding (nodata). Labels that do not match the embeddings in number or grid are a
-            :class:`DataError`.
+            embedding (nodata); NaN in chip embeddings is a :class:`DataError`, as are labels that do
+            not match the embeddings in number or grid.
         shots: labels per class in each training draw.
         split: ``"random"``: train draws from all samples, every other sample is tested.
             ``"blocked"``: samples are grouped into spatial blocks and each draw holds out a random
