@@ -236,14 +236,15 @@ class ChangeExplorer(ipw.VBox):
         self.changed_patches = int(mask.values.sum())
         self.changed_area_m2 = float(self._areas[mask.values].sum())
         painted = self.score.where(mask)     # NaN (transparent) where unchanged
+        # Reds from its middle: even the weakest changed patch is clearly red, the strongest dark
+        vmax = max(float(self.slider.max), value + 1e-9)
+        vmin = value - (vmax - value)
         if self.changed_layer is None:
             self.changed_layer = array_overlay(painted, "changed patches", cmap=CHANGED_COLOUR,
-                                               vmin=value, vmax=max(float(self.slider.max), value + 1e-9),
-                                               opacity=0.75)
+                                               vmin=vmin, vmax=vmax, opacity=0.75)
             self.maps[-1].add(self.changed_layer)
         else:
-            update_overlay(self.changed_layer, painted, cmap=CHANGED_COLOUR, vmin=value,
-                           vmax=max(float(self.slider.max), value + 1e-9))
+            update_overlay(self.changed_layer, painted, cmap=CHANGED_COLOUR, vmin=vmin, vmax=vmax)
         ha = self.changed_area_m2 / 1e4
         share = self.changed_patches / max(self.valid_patches, 1)
         self.report = (f"{self.changed_patches:,} of {self.valid_patches:,} patches ({share:.1%}) score at least "
