@@ -263,8 +263,8 @@ def show_hit_tiles(scene: xr.DataArray, result, n: int = 8, context: int = 8, ba
     inverse = ~scene.rio.transform()
     fig, axes = plt.subplots(1, len(table), figsize=(1.7 * len(table), 2.0), squeeze=False)
     for ax, (_, hit) in zip(axes[0], table.iterrows()):
-        c0, r0 = (int(round(v)) for v in inverse * (hit["minx"], hit["maxy"]))
-        c1, r1 = (int(round(v)) for v in inverse * (hit["maxx"], hit["miny"]))
+        c0, r0 = (int(round(v)) for v in inverse @ (hit["minx"], hit["maxy"]))
+        c1, r1 = (int(round(v)) for v in inverse @ (hit["maxx"], hit["miny"]))
         top, left = max(0, r0 - context), max(0, c0 - context)
         ax.imshow(rgb[top:r1 + context, left:c1 + context], interpolation="nearest")
         ax.add_patch(Rectangle((c0 - left - 0.5, r0 - top - 0.5), c1 - c0, r1 - r0, fill=False,

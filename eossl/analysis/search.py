@@ -48,7 +48,7 @@ def _locate(emb: xr.DataArray, point, crs) -> tuple[int, int]:
         xs, ys = transform(crs, emb.rio.crs, [x], [y])
         x, y = xs[0], ys[0]
     inverse = ~emb.rio.transform()
-    col, row = inverse * (x, y)
+    col, row = inverse @ (x, y)  # `@`: `*` on Affine is deprecated in affine 3
     row, col = int(np.floor(row)), int(np.floor(col))
     if not (0 <= row < emb.sizes["y"] and 0 <= col < emb.sizes["x"]):
         left, bottom, right, top = emb.rio.bounds()
@@ -186,8 +186,8 @@ def _table(emb, flat, scores) -> pd.DataFrame:
     rows.update(row=r, col=c)
     if "x" in emb.coords and emb.rio.transform() is not None:
         t = emb.rio.transform()
-        left, top = t * (c, r)
-        right, bottom = t * (c + 1, r + 1)
+        left, top = t @ (c, r)
+        right, bottom = t @ (c + 1, r + 1)
         rows.update(x=(left + right) / 2, y=(top + bottom) / 2, minx=np.minimum(left, right),
                     miny=np.minimum(top, bottom), maxx=np.maximum(left, right), maxy=np.maximum(top, bottom))
     return pd.DataFrame(rows)
