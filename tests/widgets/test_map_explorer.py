@@ -1,6 +1,5 @@
 """MapExplorer state without a browser: a click runs a real similarity search and fills the map."""
 
-import numpy as np
 import pytest
 
 pytest.importorskip("ipyleaflet")
