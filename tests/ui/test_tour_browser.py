@@ -112,6 +112,24 @@ ALL_CELLS_DONE = """() => {
 }"""
 
 
+# Bokeh draws tooltips inside shadow roots: walk them for a visible tooltip holding a PNG data URL.
+TOOLTIP_WITH_THUMBNAIL = """() => {
+  const walk = (root) => {
+    for (const e of root.querySelectorAll('*')) {
+      if (String(e.className || '').includes('ooltip') && e.getBoundingClientRect().width > 0) {
+        const scan = (r) => { for (const i of r.querySelectorAll('*')) {
+          if (i.tagName === 'IMG' && (i.getAttribute('src') || '').startsWith('data:image/png')) return true;
+          if (i.shadowRoot && scan(i.shadowRoot)) return true; } return false; };
+        if (scan(e) || (e.shadowRoot && scan(e.shadowRoot))) return e.innerText || (e.shadowRoot && e.shadowRoot.textContent) || 'tooltip';
+      }
+      if (e.shadowRoot) { const t = walk(e.shadowRoot); if (t) return t; }
+    }
+    return null;
+  };
+  return walk(document);
+}"""
+
+
 def test_tour_in_chromium(lab):
     outside = []        # requests that left the machine: must stay empty (offline workbench)
     console_errors = []
@@ -199,6 +217,21 @@ def test_tour_in_chromium(lab):
                         "m.querySelectorAll(\"path[stroke='#ff3d00']\").length === n)", 60,
                   "the selected patches to be outlined on the map", arg=selected)
             _shot(page, "3-after-scatter-selection")
+
+            # hovering a point shows that patch's thumbnail (a data URL) and its label
+            found = None
+            for fy in (0.5, 0.6, 0.7, 0.8, 0.4, 0.3, 0.9, 0.2):
+                for fx in (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.85):
+                    page.mouse.move(sbox["x"] + sbox["width"] * fx, sbox["y"] + sbox["height"] * fy)
+                    page.wait_for_timeout(60)
+                    found = page.evaluate(TOOLTIP_WITH_THUMBNAIL)
+                    if found:
+                        break
+                if found:
+                    break
+            assert found, "no thumbnail tooltip appeared while hovering the scatter"
+            assert re.search(r"cluster \d+", found), found
+            _shot(page, "4-hover-thumbnail")
         finally:
             browser.close()
     assert not outside, f"the page asked the network for {sorted(set(outside))[:5]}"
