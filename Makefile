@@ -26,7 +26,7 @@ quickstart: setup
 
 # Unit tests and every notebook (nbval); notebooks write their runs to a fresh temporary folder.
 test: setup
-	EOSSL_RUNS="$$(mktemp -d)" $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider tests notebooks
+	EOSSL_RUNS="$$(mktemp -d)" $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider --durations=30 tests notebooks
 
 benchmarks: setup
 	$(BIN)/python benchmarks/bench_pretrain.py
