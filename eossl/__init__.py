@@ -16,7 +16,7 @@ from eossl.analysis.scene_scale import embed_to_zarr
 from eossl.analysis.attribution import band_importance
 from eossl.analysis.probe import band_statistics, knn_accuracy, probe, scene_labels
 from eossl.analysis.reduce import pca_rgb, umap
-from eossl.analysis.search import SimilarityResult, similar
+from eossl.analysis.search import SearchIndex, SimilarityResult, similar
 from eossl.data.bands import SENSORS
 from eossl.data.chips import open_chips
 from eossl.data.normalize import band_stats, normalize, with_stats
@@ -35,6 +35,6 @@ __all__ = [
     "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats", "normalize",
     "grid_patches", "random_patches", "methods", "pretrain", "PretrainConfig", "Callback",
     "load_model", "embed", "embed_to_zarr", "pca_rgb", "umap", "knn_accuracy", "probe", "scene_labels", "band_importance", "band_statistics", "SENSORS", "plot",
-    "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "progress", "DataError", "CheckpointError", "EosslError",
+    "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "SearchIndex", "progress", "DataError", "CheckpointError", "EosslError",
     "finetune", "predict", "load_finetuned", "FinetuneRun",
 ]

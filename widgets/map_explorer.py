@@ -235,7 +235,9 @@ class MapExplorer(ipw.VBox):
             row, col = patch_at(self.emb, lat, lon)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # k > candidates: we say how many we got
-                result = eossl.similar(self.emb, at=(row, col), crs="rowcol", k=self.k)
+                if getattr(self, "_index", None) is None:  # built on the first click, reused after
+                    self._index = eossl.SearchIndex(self.emb)
+                result = eossl.similar(self._index, at=(row, col), crs="rowcol", k=self.k)
         except DataError as err:
             self._say(str(err), "error")
             return None

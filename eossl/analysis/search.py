@@ -64,33 +64,85 @@ def _vector_at(emb, vectors, place, crs) -> np.ndarray:
     return v
 
 
-def similar(emb: xr.DataArray, at=None, *, k: int = 20, positives=None, negatives=None, crs=None,
+class SearchIndex:
+    """Embeddings prepared once for many queries: unit vectors, the nodata mask and, for large sets,
+    a FAISS index. :func:`similar` builds one on every call; keep one for an interactive loop::
+
+        index = eossl.SearchIndex(emb)               # seconds for 10^6 vectors, once
+        eossl.similar(index, at=(x, y), k=20)        # milliseconds per query after that
+
+    Args:
+        emb: ``(y, x, dim)`` from :func:`eossl.embed` on a scene, or ``(sample, dim)`` for chips.
+        backend: ``"exact"`` (numpy), ``"faiss"``, or ``"auto"`` (FAISS above 50 000 vectors when installed).
+        nprobe: for the FAISS IVF index used above 10^5 vectors, how many of its sqrt(N) lists a query
+            visits (more: slower, higher recall; benchmarks/bench_analysis.py measures both).
+
+    Fitted attributes: ``emb_`` (the embeddings, y/x or sample first), ``unit_`` (N, D) float32 unit
+    vectors (0 where there is no embedding), ``valid_`` (N,) bool, ``backend_``, ``index_`` (FAISS or None).
+    """
+
+    def __init__(self, emb: xr.DataArray, backend: str = "auto", nprobe: int = 16):
+        if isinstance(emb, SearchIndex):
+            raise DataError("already a SearchIndex; pass it to eossl.similar directly")
+        if "dim" not in emb.dims:
+            raise DataError(f"similar needs embeddings with a 'dim' dimension, got {emb.dims}")
+        if backend not in ("auto", "exact", "faiss"):
+            raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
+        lead = [d for d in emb.dims if d != "dim"]
+        if len(lead) not in (1, 2) or (len(lead) == 2 and set(lead) != {"y", "x"}):
+            raise DataError(f"similar searches (y, x, dim) maps or (sample, dim) chips; got {emb.dims} "
+                            "(for a stack, pick one date with .isel(time=...))")
+        self.emb_ = emb.transpose(*(["y", "x"] if len(lead) == 2 else lead), "dim")
+        self.is_map = len(lead) == 2
+        vectors = self.emb_.values.reshape(-1, self.emb_.sizes["dim"]).astype("float32")  # (N, D)
+        self.vectors_ = vectors
+        self.valid_ = np.isfinite(vectors).all(axis=1)
+        self.unit_ = np.where(self.valid_[:, None], _unit(np.nan_to_num(vectors)), 0).astype("float32")
+        use_faiss = backend == "faiss" or (backend == "auto" and len(self.unit_) > EXACT_LIMIT and _has_faiss())
+        self.backend_ = "faiss" if use_faiss else "exact"
+        self.index_ = _faiss_index(self.unit_[self.valid_], nprobe) if use_faiss else None
+        self.valid_ids_ = np.flatnonzero(self.valid_)
+
+    def __len__(self) -> int:
+        return int(self.valid_.sum())
+
+    def __repr__(self) -> str:
+        return f"SearchIndex({len(self)} vectors of {self.emb_.sizes['dim']} dims, {self.backend_})"
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(D,) unit query -> flat indices (k,) and cosine scores (k,), best first."""
+        if self.index_ is not None:
+            scores, ids = self.index_.search(np.ascontiguousarray(query[None], dtype="float32"), k)
+            keep = ids[0] >= 0
+            return self.valid_ids_[ids[0][keep]], scores[0][keep]
+        sims = self.unit_ @ query.astype("float32")                        # (N,)
+        sims[~self.valid_] = -np.inf
+        order = np.argsort(-sims, kind="stable")[:k]
+        return order, sims[order]
+
+
+def similar(emb, at=None, *, k: int = 20, positives=None, negatives=None, crs=None,
             negative_weight: float = 0.5, backend: str = "auto", exclude_query: bool = True) -> SimilarityResult:
     """The ``k`` patches (or chips) most similar to a query.
 
     Args:
-        emb: ``(y, x, dim)`` from :func:`eossl.embed` on a scene, or ``(sample, dim)`` for chips.
+        emb: ``(y, x, dim)`` from :func:`eossl.embed` on a scene, or ``(sample, dim)`` for chips, or a
+            :class:`SearchIndex` built from them once (much faster for repeated queries on big sets).
         at: one place: ``(x, y)`` in the grid's CRS (or in ``crs``, e.g. ``"EPSG:4326"`` for lon/lat);
             with ``crs="rowcol"`` a (row, col) patch; for chips a sample index.
         positives, negatives: several places of those kinds; the query is the mean of the positives
             minus ``negative_weight`` times the mean of the negatives (unit vectors).
         k: hits to return; more than there are vectors returns all of them (with a warning).
-        backend: ``"exact"`` (numpy), ``"faiss"``, or ``"auto"`` (FAISS above 50 000 vectors when installed).
+        backend: ``"exact"`` (numpy), ``"faiss"``, or ``"auto"`` (FAISS above 50 000 vectors when
+            installed); ignored when ``emb`` is a SearchIndex (it was chosen there).
         exclude_query: leave the query places themselves out of the hits.
     """
-    if "dim" not in emb.dims:
-        raise DataError(f"similar needs embeddings with a 'dim' dimension, got {emb.dims}")
     if backend not in ("auto", "exact", "faiss"):
         raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
     if int(k) < 1:
         raise DataError(f"k={k}: ask for at least one hit")
-    lead = [d for d in emb.dims if d != "dim"]
-    if len(lead) not in (1, 2) or (len(lead) == 2 and set(lead) != {"y", "x"}):
-        raise DataError(f"similar searches (y, x, dim) maps or (sample, dim) chips; got {emb.dims} "
-                        "(for a stack, pick one date with .isel(time=...))")
-    emb = emb.transpose(*(["y", "x"] if len(lead) == 2 else lead), "dim")
-    vectors = emb.values.reshape(-1, emb.sizes["dim"]).astype("float32")  # (N, D)
-    valid = np.isfinite(vectors).all(axis=1)
+    index = emb if isinstance(emb, SearchIndex) else SearchIndex(emb, backend=backend)
+    emb, vectors = index.emb_, index.vectors_
     places = ([at] if at is not None else []) + list(positives or [])
     if not places:
         raise DataError("give a place to search from: at=(x, y), or positives=[...]")
@@ -101,32 +153,23 @@ def similar(emb: xr.DataArray, at=None, *, k: int = 20, positives=None, negative
         query = query - negative_weight * neg.mean(axis=0)
     query = _unit(query)
 
-    unit = np.where(valid[:, None], _unit(np.nan_to_num(vectors)), 0).astype("float32")
     excluded = set()
     if exclude_query:
         for p in places:
             excluded.add(_flat_index(emb, p, crs))
-    n_candidates = int(valid.sum()) - len(excluded)
+    n_candidates = len(index) - len(excluded)
     if n_candidates <= 0:
         raise DataError("no other embeddings to search among")
     if k > n_candidates:
         warnings.warn(f"k={k} is more than the {n_candidates} candidates; returning all of them", stacklevel=2)
         k = n_candidates
-    use_faiss = backend == "faiss" or (backend == "auto" and len(unit) > EXACT_LIMIT and _has_faiss())
-    want = k + len(excluded)
-    if use_faiss:
-        order, scores = _faiss_search(unit[valid], query, want)
-        order = np.flatnonzero(valid)[order]
-    else:
-        sims = unit @ query.astype("float32")                              # (N,)
-        sims[~valid] = -np.inf
-        order = np.argsort(-sims, kind="stable")[:want]
-        scores = sims[order]
+    order, scores = index.search(query, k + len(excluded))
     hits = [(i, s) for i, s in zip(order, scores) if i not in excluded][:k]
     table = _table(emb, [i for i, _ in hits], [float(s) for _, s in hits])
     heatmap = None
-    if len(lead) == 2:
-        sims_all = np.where(valid, unit @ query.astype("float32"), np.nan).reshape(emb.sizes["y"], emb.sizes["x"])
+    if index.is_map:
+        sims_all = np.where(index.valid_, index.unit_ @ query.astype("float32"), np.nan)  # (N,)
+        sims_all = sims_all.reshape(emb.sizes["y"], emb.sizes["x"])                        # (y, x)
         heatmap = xr.DataArray(sims_all, dims=("y", "x"), coords={d: emb[d] for d in ("y", "x") if d in emb.coords},
                                name="similarity")
         if emb.rio.crs is not None:
@@ -159,18 +202,28 @@ def _has_faiss() -> bool:
         return False
 
 
-def _faiss_search(unit: np.ndarray, query: np.ndarray, k: int):
-    """Inner product on unit vectors = cosine. Flat (exact) up to 10^6 vectors; HNSW above."""
+IVF_ABOVE = 100_000  # below this many vectors FAISS searches them all (exact); above, an IVF index
+
+
+def _faiss_index(unit: np.ndarray, nprobe: int):
+    """Inner product on unit vectors = cosine. Flat (exact) up to 10^5 vectors; above, IVF with
+    sqrt(N) lists trained on a sample, visiting ``nprobe`` of them per query."""
     try:
         import faiss
     except ImportError:
         raise ImportError("backend='faiss' needs faiss: pip install 'eossl[search]'") from None
-    index = faiss.IndexFlatIP(unit.shape[1]) if len(unit) <= 1_000_000 else \
-        faiss.IndexHNSWFlat(unit.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.add(np.ascontiguousarray(unit, dtype="float32"))
-    scores, ids = index.search(np.ascontiguousarray(query[None], dtype="float32"), k)
-    keep = ids[0] >= 0
-    return ids[0][keep], scores[0][keep]
+    unit = np.ascontiguousarray(unit, dtype="float32")
+    dim = unit.shape[1]
+    if len(unit) <= IVF_ABOVE:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        lists = int(np.sqrt(len(unit)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(len(unit), min(len(unit), 50 * lists), replace=False)
+        index.train(unit[np.sort(sample)])
+        index.nprobe = min(nprobe, lists)
+    index.add(unit)
+    return index
 
 
 def _table(emb, flat, scores) -> pd.DataFrame:

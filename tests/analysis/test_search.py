@@ -102,3 +102,31 @@ def test_bad_queries(grid):
     with pytest.warns(UserWarning, match="more than the 46 candidates"):
         result = eossl.similar(grid, at=(1, 2), crs="rowcol", k=500)
     assert len(result.table) == 46  # 48 patches, one without embedding, the query itself left out
+
+
+def test_a_search_index_built_once_answers_like_similar(grid):
+    index = eossl.SearchIndex(grid, backend="faiss")
+    assert len(index) == 47 and index.backend_ == "faiss" and "47 vectors of 16 dims" in repr(index)
+    for place in [(1, 2), (3, 3), (5, 0)]:
+        direct = eossl.similar(grid, at=place, crs="rowcol", k=7, backend="exact")
+        reused = eossl.similar(index, at=place, crs="rowcol", k=7)
+        assert reused.table[["row", "col"]].values.tolist() == direct.table[["row", "col"]].values.tolist()
+        xr.testing.assert_allclose(reused.heatmap, direct.heatmap)
+    with pytest.raises(DataError, match="already a SearchIndex"):
+        eossl.SearchIndex(index)
+
+
+def test_ivf_index_for_large_sets_finds_the_true_neighbours():
+    """Above 10^5 vectors FAISS uses an IVF index: 120 000 clustered vectors, recall@10 against exact."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(300, 12))
+    values = centres[rng.integers(0, 300, 120_000)] + 0.3 * rng.normal(size=(120_000, 12))
+    emb = xr.DataArray(values.astype("float32"), dims=("sample", "dim"))
+    index = eossl.SearchIndex(emb, backend="faiss", nprobe=16)
+    assert type(index.index_).__name__ == "IndexIVFFlat"
+    recalls = []
+    for q in range(0, 120_000, 12_000):
+        fast = set(eossl.similar(index, at=q, k=10).table["sample"])
+        exact = set(eossl.similar(emb, at=q, k=10, backend="exact").table["sample"])
+        recalls.append(len(fast & exact) / 10)
+    assert np.mean(recalls) >= 0.9, recalls
