@@ -80,3 +80,10 @@ def test_bench_analysis_quick_prints_scene_and_search_tables(shared_data):
     assert len(ivf) == 4 and all(0 < float(r.split("|")[6]) <= 1 for r in ivf)  # recall@10 measured
     scene = [line for line in text.splitlines() if line.startswith("| 512 x 512")]
     assert len(scene) == 2 and all(float(r.split("|")[7]) > 0 for r in scene)  # patches/s
+
+
+def test_bench_position_signal_prints_border_pixel_accuracy_next_to_chance():
+    text = _run("benchmarks/bench_position_signal.py", "--quick")
+    assert "| scene | window | tile px | gap px | pairs | MLP on border pixels, held-out half acc % | chance % |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| taizhou")]
+    assert len(rows) == 2 and all(0 <= float(r.split("|")[6]) <= 100 for r in rows)
