@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("eossl_widgets needs ipyleaflet and ipywidgets: pip install 'eossl[maps]'") from None
 
 from eossl.errors import DataError
-from eossl_widgets.overlay import LONLAT, array_overlay, base_map, scene_overlay, update_overlay
+from eossl_widgets.overlay import LONLAT, _scene_array, array_overlay, base_map, scene_overlay, update_overlay
 
 SUGGESTION_COLOUR = "#ffffff"
 
@@ -51,18 +51,8 @@ def palette(n: int) -> tuple[str, list[str]]:
 
 
 def scene_image(scene) -> xr.DataArray:
-    """(band, y, x) from a scene, a Dataset with ``image`` or a stack (first date)."""
-    if isinstance(scene, xr.Dataset):
-        if "image" not in scene:
-            raise DataError(f"the Dataset has no 'image' variable (has {list(scene.data_vars)})")
-        scene = scene["image"]
-    if not isinstance(scene, xr.DataArray) or "band" not in scene.dims:
-        raise DataError("the scene must be a DataArray (band, y, x) or a Dataset with an 'image' variable")
-    lead = [d for d in scene.dims if d not in ("band", "y", "x")]
-    if len(lead) > 1:
-        raise DataError(f"cannot use a scene with dims {scene.dims}")
-    if lead:
-        scene = scene.isel({lead[0]: 0})
+    """(band, y, x) from a scene, a Dataset with ``image`` or a stack (first date), with a CRS."""
+    scene = _scene_array(scene)
     if scene.rio.crs is None:
         raise DataError("the scene has no CRS, so it cannot go on a map; write one with "
                         "scene.rio.write_crs('EPSG:32633') (the CRS its x/y coordinates are in)")
