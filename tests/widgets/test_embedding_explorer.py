@@ -7,18 +7,14 @@ pytest.importorskip("holoviews")
 pytest.importorskip("jupyter_bokeh")
 
 import eossl  # noqa: E402
-from _tiny import TINY_ENCODER  # noqa: E402
 from eossl_widgets import EmbeddingExplorer, MapExplorer  # noqa: E402
 from eossl_widgets.embedding_explorer import patch_labels  # noqa: E402
 from eossl_widgets.map_explorer import patch_boxes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def linked(taizhou, tmp_path_factory):
-    run = eossl.pretrain(taizhou["image"], method="mae", steps=4, batch_size=8, img_size=64, patch_size=8,
-                         encoder=dict(TINY_ENCODER), out=tmp_path_factory.mktemp("embx"),
-                         decoder_dim=32, decoder_depth=1)
-    emb = eossl.embed(run.model, taizhou["image"])                       # (time, 50, 50, dim)
+def linked(taizhou, taizhou_emb):
+    emb = taizhou_emb                                                    # (time, 50, 50, dim)
     explorer = MapExplorer(taizhou, emb, clusters=5)
     return explorer, EmbeddingExplorer(map_explorer=explorer, method="pca", max_points=1000)
 

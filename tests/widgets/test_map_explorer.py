@@ -5,18 +5,8 @@ import pytest
 pytest.importorskip("ipyleaflet")
 
 import eossl  # noqa: E402
-from _tiny import TINY_ENCODER  # noqa: E402
 from eossl_widgets import MapExplorer  # noqa: E402
 from eossl_widgets.map_explorer import patch_at, patch_boxes, patch_lonlat  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def taizhou_emb(taizhou, tmp_path_factory):
-    """(time, y, x, dim) embeddings of both Taizhou dates by a tiny MAE trained for a few steps."""
-    run = eossl.pretrain(taizhou["image"], method="mae", steps=4, batch_size=8, img_size=64, patch_size=8,
-                         encoder=dict(TINY_ENCODER), out=tmp_path_factory.mktemp("mapx"),
-                         decoder_dim=32, decoder_depth=1)
-    return eossl.embed(run.model, taizhou["image"])
 
 
 @pytest.fixture(scope="module")
