@@ -210,21 +210,31 @@ def show_band_groups(da: xr.DataArray, band_groups, ax=None, title: str = "band 
     return ax
 
 
-def show_tiles(model, window, n: int = 4, bands_idx=(0, 1, 2), seed: int = 0):
+def show_tiles(model, window, n: int = 4, bands_idx=(0, 1, 2), seed: int = 0, guess: bool = True):
     """Relative-position pictures: the centre tile and the neighbour the model must place, for
-    ``n`` normalised windows (B, C, H, W), with the true direction as the title."""
+    ``n`` normalised windows (B, C, H, W), titled with the true direction and (``guess``) the
+    model's answer, marked right or wrong."""
     import torch
     from eossl.models.position import NEIGHBOUR_OFFSETS
     torch.manual_seed(seed)
     x = torch.as_tensor(np.asarray(window[:n]), dtype=torch.float32)
     centre, neighbour, labels = model.cut_tiles(x)
+    guesses = None
+    if guess:
+        was_training = model.training
+        with torch.no_grad():
+            guesses = model.eval().classify(centre, neighbour)[0].argmax(dim=1).tolist()
+        model.train(was_training)
     names = {(-1, -1): "up-left", (-1, 0): "up", (-1, 1): "up-right", (0, -1): "left", (0, 1): "right",
              (1, -1): "down-left", (1, 0): "down", (1, 1): "down-right"}
     fig = show_pairs(centre.numpy(), neighbour.numpy(), bands_idx, titles=("centre tile", "neighbour tile"),
                      n=n)
     for j, label in enumerate(labels.tolist()):
-        fig.axes[len(x) + j].set_title(f"neighbour: {names[tuple(NEIGHBOUR_OFFSETS[label])]}", fontsize=9,
-                                       loc="left")
+        title = f"neighbour: {names[tuple(NEIGHBOUR_OFFSETS[label])]}"
+        if guesses is not None:
+            mark = "right" if guesses[j] == label else "wrong"
+            title += f"\nguess: {names[tuple(NEIGHBOUR_OFFSETS[guesses[j]])]} ({mark})"
+        fig.axes[len(x) + j].set_title(title, fontsize=9, loc="left")
     return fig
 
 

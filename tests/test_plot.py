@@ -178,7 +178,16 @@ def test_show_pairs_and_show_tiles(chips):
     model = build_method("relative_position", {"name": "vit_tiny", "patch_size": 8, "depth": 1, "embed_dim": 48,
                                                "num_heads": 2, "in_chans": 13, "img_size": 48})
     fig = plot.show_tiles(model, x, n=3)
-    assert [ax.get_title(loc="left").startswith("neighbour: ") for ax in fig.axes[3:]] == [True] * 3
+    titles = [ax.get_title(loc="left") for ax in fig.axes[3:]]
+    assert all(t.startswith("neighbour: ") and "\nguess: " in t for t in titles), titles
+    # the marks say whether the guess is the true direction
+    for t in titles:
+        truth, guess = t.split("\n")
+        right = truth.removeprefix("neighbour: ") == guess.removeprefix("guess: ").split(" (")[0]
+        assert guess.endswith("(right)" if right else "(wrong)"), t
+    assert model.training  # drawing the guesses put the model back in training mode
+    fig = plot.show_tiles(model, x, n=3, guess=False)
+    assert all("guess" not in ax.get_title(loc="left") for ax in fig.axes[3:])
 
 
 # ----------------------------------------------------------------- probes and band importance
