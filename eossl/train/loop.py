@@ -419,8 +419,10 @@ class Trainer:
                     warnings.warn(f"step {self.step}: embedding std fell to {row['emb_std']:.2e} "
                                   f"(from {first_std:.2e}); the embeddings are collapsing", stacklevel=2)
                     warned = True
+                # refresh=False: set_postfix would otherwise redraw on every step, bypassing tqdm's
+                # mininterval and flooding a notebook with one widget message per step
+                bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
                 bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
                 for cb in self.callbacks:
                     cb.on_step_end(self, row)
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
