@@ -230,11 +230,13 @@ def show_tiles(model, window, n: int = 4, bands_idx=(0, 1, 2), seed: int = 0, gu
     fig = show_pairs(centre.numpy(), neighbour.numpy(), bands_idx, titles=("centre tile", "neighbour tile"),
                      n=n)
     for j, label in enumerate(labels.tolist()):
-        title = f"neighbour: {names[tuple(NEIGHBOUR_OFFSETS[label])]}"
+        ax = fig.axes[len(x) + j]
+        ax.set_title(f"neighbour: {names[tuple(NEIGHBOUR_OFFSETS[label])]}", fontsize=9, loc="left")
         if guesses is not None:
-            mark = "right" if guesses[j] == label else "wrong"
-            title += f"\nguess: {names[tuple(NEIGHBOUR_OFFSETS[guesses[j]])]} ({mark})"
-        fig.axes[len(x) + j].set_title(title, fontsize=9, loc="left")
+            right = guesses[j] == label
+            ax.text(0, -0.03, f"guess: {names[tuple(NEIGHBOUR_OFFSETS[guesses[j]])]} ({'right' if right else 'wrong'})",
+                    transform=ax.transAxes, va="top", fontsize=9, color="tab:green" if right else "tab:red")
+    fig.tight_layout()
     return fig
 
 
