@@ -3,6 +3,8 @@ probes on labeled EuroSAT-MS chips, next to two floors: the same encoder with ra
 per-band mean/std features.
 
     python benchmarks/bench_methods.py [--seconds 120] [--methods mae simclr ...] [--repeats 10]
+    python benchmarks/bench_methods.py --methods relative_position \
+        --encoder '{"name": "vit_tiny", "patch_size": 4, "depth": 1, "embed_dim": 48, "num_heads": 2}'
 
 Pretraining data (unlabeled, real Sentinel-2 L1C, 13 bands, DN):
 - with ../shared/data: the 13 OSCD cities (two dates each, 10 m grid) and the bundled Slovenia stack;
@@ -15,6 +17,7 @@ Nothing is tuned on the evaluation chips: every method runs with its defaults.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -61,17 +64,20 @@ def probe_row(emb, metric="cosine") -> dict:
     return row
 
 
-def run_method(method: str, unlabeled, labeled, seconds: float, img_size: int) -> list[dict]:
+def run_method(method: str, unlabeled, labeled, seconds: float, img_size: int, encoder=None) -> list[dict]:
     needs_stack = eossl.models.registry.method_class(method).input_kind == "series"
     data = [u for u in unlabeled if "time" in u.dims] if needs_stack else unlabeled
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         run = eossl.pretrain(data, method=method, steps=100_000, warmup_steps=10, img_size=img_size,
                              batch_size=32, out=Path(tmp) / "run", callbacks=[StopAfter(seconds)],
-                             checkpoint_every=10**9)
+                             checkpoint_every=10**9, encoder=encoder)
         spent = time.perf_counter() - t
-        random_init = eossl.pretrain(data, method=method, steps=0, img_size=img_size, out=Path(tmp) / "random")
-    encoder = run.model.card["encoder"]["name"]
+        random_init = eossl.pretrain(data, method=method, steps=0, img_size=img_size, out=Path(tmp) / "random",
+                                     encoder=encoder)
+    spec = run.model.card["encoder"]
+    custom = encoder is not None  # say which variant when it is not the method's default
+    encoder = spec["name"] + (f"/{spec['patch_size']}, depth {spec.get('depth', '-')}" if custom else "")
     trained = {"method": method, "encoder": encoder, "steps": len(run.history), "seconds": round(spent),
                **probe_row(eossl.embed(run.model, labeled))}
     random = {"method": f"{method}: random weights", "encoder": encoder, "steps": 0, "seconds": 0,
@@ -87,6 +93,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=10, help="random label draws per probe")
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--no-shared", action="store_true", help="use only the bundled sample")
+    ap.add_argument("--encoder", type=json.loads, default=None,
+                    help="encoder spec (JSON) for every method instead of each method's default")
     ARGS = ap.parse_args()
     eossl.progress.set_enabled(False)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -96,7 +104,7 @@ def main():
              **probe_row(eossl.band_statistics(labeled), metric="euclidean")}]
     for method in ARGS.methods or list(eossl.methods()):
         t = time.perf_counter()
-        rows += run_method(method, unlabeled, labeled, ARGS.seconds, ARGS.img_size)
+        rows += run_method(method, unlabeled, labeled, ARGS.seconds, ARGS.img_size, ARGS.encoder)
         print(f"  {method}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     print(f"SSL methods, {ARGS.seconds:.0f} s of CPU pretraining each at {ARGS.img_size} px, batch 32; "
           f"{where}; accuracy % (mean ± std over {ARGS.repeats} draws of k labels per class); "

@@ -39,6 +39,14 @@ def test_bench_methods_prints_probes_next_to_both_floors():
         assert row in text
 
 
+def test_bench_methods_takes_an_encoder_for_every_method():
+    text = _run("benchmarks/bench_methods.py", "--seconds", "1", "--methods", "relative_position", "--repeats", "1",
+                "--img-size", "32", "--no-shared", "--encoder",
+                '{"name": "vit_tiny", "patch_size": 4, "depth": 1, "embed_dim": 48, "num_heads": 2}')
+    assert "| relative_position | vit_tiny/4, depth 1 |" in text
+    assert "| relative_position: random weights | vit_tiny/4, depth 1 |" in text
+
+
 def test_bench_gpu_runs_on_cpu_as_a_smoke_test():
     text = _run("benchmarks/bench_gpu.py", "--batch", "2", "--steps", "1", "--img-size", "32",
                 "--encoder", "vit_tiny")
@@ -87,3 +95,6 @@ def test_bench_position_signal_prints_border_pixel_accuracy_next_to_chance():
     assert "| scene | window | tile px | gap px | pairs | MLP on border pixels, held-out half acc % | chance % |" in text
     rows = [line for line in text.splitlines() if line.startswith("| taizhou")]
     assert len(rows) == 2 and all(0 <= float(r.split("|")[6]) <= 100 for r in rows)
+    assert "| encoder | tile px | grid | gap px | steps | seeds | s per run | west -> east acc % | chance % |" in text
+    method = [line for line in text.splitlines() if line.startswith("| ViT 1 block")]
+    assert len(method) == 2 and all(0 <= float(r.split("|")[8].split("±")[0]) <= 100 for r in method)
