@@ -76,12 +76,17 @@ class SearchIndex:
         backend: ``"exact"`` (numpy), ``"faiss"``, or ``"auto"`` (FAISS above 50 000 vectors when installed).
         nprobe: for the FAISS IVF index used above 10^5 vectors, how many of its sqrt(N) lists a query
             visits (more: slower, higher recall; benchmarks/bench_analysis.py measures both).
+        center: subtract the mean embedding before unit length (queries too). Encoders, briefly
+            trained ones most of all, put every patch near one common direction, so raw cosines all
+            read ~0.99 and the heat map is flat; centred, they spread over [-1, 1] and the ranking
+            follows what differs between places. ``False`` gives the raw cosine.
 
     Fitted attributes: ``emb_`` (the embeddings, y/x or sample first), ``unit_`` (N, D) float32 unit
-    vectors (0 where there is no embedding), ``valid_`` (N,) bool, ``backend_``, ``index_`` (FAISS or None).
+    vectors, centred when ``center`` (0 where there is no embedding), ``mean_`` (D,) the mean that was
+    subtracted (zeros without centring), ``valid_`` (N,) bool, ``backend_``, ``index_`` (FAISS or None).
     """
 
-    def __init__(self, emb: xr.DataArray, backend: str = "auto", nprobe: int = 16):
+    def __init__(self, emb: xr.DataArray, backend: str = "auto", nprobe: int = 16, center: bool = True):
         if isinstance(emb, SearchIndex):
             raise DataError("already a SearchIndex; pass it to eossl.similar directly")
         if "dim" not in emb.dims:
@@ -97,7 +102,11 @@ class SearchIndex:
         vectors = self.emb_.values.reshape(-1, self.emb_.sizes["dim"]).astype("float32")  # (N, D)
         self.vectors_ = vectors
         self.valid_ = np.isfinite(vectors).all(axis=1)
-        self.unit_ = np.where(self.valid_[:, None], _unit(np.nan_to_num(vectors)), 0).astype("float32")
+        self.center = center
+        self.mean_ = np.zeros(vectors.shape[1], dtype="float32")
+        if center and self.valid_.any():
+            self.mean_ = vectors[self.valid_].mean(axis=0, dtype="float64").astype("float32")
+        self.unit_ = np.where(self.valid_[:, None], _unit(np.nan_to_num(vectors) - self.mean_), 0).astype("float32")
         use_faiss = backend == "faiss" or (backend == "auto" and len(self.unit_) > EXACT_LIMIT and _has_faiss())
         self.backend_ = "faiss" if use_faiss else "exact"
         self.index_ = _faiss_index(self.unit_[self.valid_], nprobe) if use_faiss else None
@@ -107,7 +116,8 @@ class SearchIndex:
         return int(self.valid_.sum())
 
     def __repr__(self) -> str:
-        return f"SearchIndex({len(self)} vectors of {self.emb_.sizes['dim']} dims, {self.backend_})"
+        centred = ", centred" if self.center else ""
+        return f"SearchIndex({len(self)} vectors of {self.emb_.sizes['dim']} dims, {self.backend_}{centred})"
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(D,) unit query -> flat indices (k,) and cosine scores (k,), best first."""
@@ -122,7 +132,8 @@ class SearchIndex:
 
 
 def similar(emb, at=None, *, k: int = 20, positives=None, negatives=None, crs=None,
-            negative_weight: float = 0.5, backend: str = "auto", exclude_query: bool = True) -> SimilarityResult:
+            negative_weight: float = 0.5, backend: str = "auto", exclude_query: bool = True,
+            center: bool = True) -> SimilarityResult:
     """The ``k`` patches (or chips) most similar to a query.
 
     Args:
@@ -136,20 +147,22 @@ def similar(emb, at=None, *, k: int = 20, positives=None, negatives=None, crs=No
         backend: ``"exact"`` (numpy), ``"faiss"``, or ``"auto"`` (FAISS above 50 000 vectors when
             installed); ignored when ``emb`` is a SearchIndex (it was chosen there).
         exclude_query: leave the query places themselves out of the hits.
+        center: compare embeddings minus their mean (see :class:`SearchIndex`); ``False`` for the
+            raw cosine. Ignored when ``emb`` is a SearchIndex (it was chosen there).
     """
     if backend not in ("auto", "exact", "faiss"):
         raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
     if int(k) < 1:
         raise DataError(f"k={k}: ask for at least one hit")
-    index = emb if isinstance(emb, SearchIndex) else SearchIndex(emb, backend=backend)
+    index = emb if isinstance(emb, SearchIndex) else SearchIndex(emb, backend=backend, center=center)
     emb, vectors = index.emb_, index.vectors_
     places = ([at] if at is not None else []) + list(positives or [])
     if not places:
         raise DataError("give a place to search from: at=(x, y), or positives=[...]")
-    pos = _unit(np.stack([_vector_at(emb, vectors, p, crs) for p in places]).astype("float64"))
+    pos = _unit(np.stack([_vector_at(emb, vectors, p, crs) - index.mean_ for p in places]).astype("float64"))
     query = pos.mean(axis=0)
     if negatives:
-        neg = _unit(np.stack([_vector_at(emb, vectors, p, crs) for p in negatives]).astype("float64"))
+        neg = _unit(np.stack([_vector_at(emb, vectors, p, crs) - index.mean_ for p in negatives]).astype("float64"))
         query = query - negative_weight * neg.mean(axis=0)
     query = _unit(query)
 

@@ -25,8 +25,12 @@ def grid():
     return da
 
 
-def _cosine_ranking(values, query):
+def _cosine_ranking(values, query, center=True):
+    """The direct computation: cosine after subtracting the mean of the valid vectors (or raw)."""
     flat = values.reshape(-1, values.shape[-1])
+    if center:
+        mean = np.nanmean(flat[np.isfinite(flat).all(axis=1)], axis=0)
+        flat, query = flat - mean, query - mean
     sims = flat @ query / (np.linalg.norm(flat, axis=1) * np.linalg.norm(query))
     sims[~np.isfinite(sims)] = -np.inf
     return np.argsort(-sims), sims
@@ -43,6 +47,36 @@ def test_exact_search_from_a_place_matches_numpy(grid):
     top = result.table.iloc[0]
     assert (top["minx"], top["maxy"]) == (465_000 + 5 * 80, 5_080_000 - 4 * 80)
     assert top["x"] == pytest.approx(float(grid.x[5])) and top["y"] == pytest.approx(float(grid.y[4]))
+
+
+def test_center_false_is_the_raw_cosine(grid):
+    result = eossl.similar(grid, at=(1, 2), crs="rowcol", k=5, center=False)
+    order, sims = _cosine_ranking(grid.values, grid.values[1, 2], center=False)
+    expected = [i for i in order if i != 1 * 8 + 2][:5]
+    assert (result.table["row"] * 8 + result.table["col"]).tolist() == expected
+    np.testing.assert_allclose(result.table["score"], sims[expected], rtol=1e-5)
+    index = eossl.SearchIndex(grid, center=False)
+    assert not index.mean_.any() and "centred" not in repr(index)
+
+
+def test_centring_spreads_embeddings_that_share_one_direction():
+    """Like a briefly trained encoder: every vector is one big common direction plus a small part
+    that differs between two kinds of place. Raw cosines all read ~1; centred, the two kinds separate
+    and the query's own kind ranks first."""
+    rng = np.random.default_rng(1)
+    common = np.full(32, 10.0)
+    kind = np.repeat([0, 1], 20)
+    signal = np.where(kind[:, None] == 0, 1.0, -1.0) * rng.normal(size=32)[None] * 0.3
+    values = common + signal + 0.1 * rng.normal(size=(40, 32))
+    emb = xr.DataArray(values, dims=("sample", "dim"))
+    raw = eossl.similar(emb, at=0, k=39, center=False).table["score"]
+    centred = eossl.similar(emb, at=0, k=39).table
+    assert raw.min() > 0.99                                      # flat: nothing stands out
+    assert centred["score"].min() < -0.5 < 0.5 < centred["score"].max()
+    assert set(centred["sample"][:19]) == set(range(1, 20))       # its own kind first
+    index = eossl.SearchIndex(emb)
+    np.testing.assert_allclose(index.mean_, values.mean(axis=0), rtol=1e-5)
+    assert "centred" in repr(index)
 
 
 def test_heatmap_is_aligned_with_the_grid(grid):
@@ -64,8 +98,10 @@ def test_positives_and_negatives(grid):
     pos, neg = [(1, 2), (3, 3)], [(2, 6)]
     result = eossl.similar(grid, positives=pos, negatives=neg, crs="rowcol", k=6, negative_weight=0.5)
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
-    query = unit(np.stack([grid.values[r, c] for r, c in pos])).mean(0) - 0.5 * unit(grid.values[2, 6])
-    order, _ = _cosine_ranking(grid.values, query)
+    flat = grid.values.reshape(-1, grid.sizes["dim"])
+    centred = grid.values - np.nanmean(flat[np.isfinite(flat).all(axis=1)], axis=0)  # what the index compares
+    query = unit(np.stack([centred[r, c] for r, c in pos])).mean(0) - 0.5 * unit(centred[2, 6])
+    order, _ = _cosine_ranking(centred, query, center=False)
     expected = [i for i in order if i not in (1 * 8 + 2, 3 * 8 + 3)][:6]
     assert (result.table["row"] * 8 + result.table["col"]).tolist() == expected
 
