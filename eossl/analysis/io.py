@@ -10,6 +10,7 @@ from pathlib import Path
 import xarray as xr
 
 from eossl.errors import DataError
+from eossl.train.checkpoint import _umask_mode
 
 _JSON_PREFIX = "json:"
 
@@ -29,6 +30,7 @@ def save_embeddings(emb: xr.DataArray, path) -> Path:
     os.close(fd)
     try:
         out.to_dataset(name=emb.name or "embedding").to_netcdf(tmp)
+        os.chmod(tmp, _umask_mode())  # mkstemp's file is owner-only; give the mode open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

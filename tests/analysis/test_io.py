@@ -38,6 +38,17 @@ def test_grid_embeddings_keep_crs_and_transform(tmp_path, grid_emb):
     np.testing.assert_array_equal(back["x"].values, grid_emb["x"].values)
 
 
+def test_saved_file_gets_the_usual_permissions_not_mkstemps_owner_only(tmp_path, chip_emb):
+    import os
+    import stat
+    mask = os.umask(0o022)
+    try:
+        path = eossl.save_embeddings(chip_emb, tmp_path / "emb.nc")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
 def test_failed_write_keeps_the_old_file(tmp_path, chip_emb, monkeypatch):
     path = eossl.save_embeddings(chip_emb, tmp_path / "e.nc")
     before = path.read_bytes()
