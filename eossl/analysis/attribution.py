@@ -26,13 +26,14 @@ chips or ``(y, x)`` on the embedding grid with the scene's CRS; ``"class"`` a ``
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 import xarray as xr
 
-from eossl.analysis.embed import (_encoder_and_card, _grid_to_xarray, _window_starts, check_units,
+from eossl.analysis.embed import (_encoder_and_card, _grid_to_xarray, _window_starts, check_units, units_guard,
                                   match_bands, model_input)
 from eossl.analysis.probe import _missing
 from eossl.data.normalize import nodata_to_nan
@@ -187,7 +188,10 @@ def band_importance(model, data, method: str = "occlusion", per: str = "scene", 
     fn = {"occlusion": _occlusion, "gradient": _gradient, "attention": _attention}[method]
     dev = resolve_device(device)
     da = match_bands(data, card)
-    check_units(da, card)
+    with warnings.catch_warnings():  # model_input below converts units and says so, once
+        warnings.simplefilter("ignore", UserWarning)
+        converted_card = units_guard(da, card)
+    check_units(da, converted_card)  # other scalings than DN <-> reflectance still warn
 
     if da.ndim == 4 and "sample" in da.dims:
         values = _run(fn, encoder, model_input(model, da), dev, batch_size, pooled=True,

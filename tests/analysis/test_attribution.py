@@ -177,6 +177,21 @@ def test_attention_on_a_plain_model_is_a_clear_error(models, few):
         eossl.band_importance(models[0], few, method="attention")
 
 
+def test_reflectance_given_to_a_dn_model_is_converted_with_one_honest_warning(models, few):
+    """The model card says DN; chips in reflectance are converted (as eossl.embed does), with the
+    conversion warning only, not also the "values do not look like the training data" one."""
+    import warnings
+    model = models[0]
+    reference = eossl.band_importance(model, few, method="occlusion")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = eossl.band_importance(model, few.astype("float32") / 10000.0, method="occlusion")
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert any("converting reflectance to DN" in m for m in messages), messages
+    assert not any("do not look like" in m for m in messages), messages
+    np.testing.assert_allclose(converted.values, reference.values, rtol=1e-2, atol=1e-3)
+
+
 def test_bad_arguments_are_data_errors(models, few, slovenia):
     model = models[0]
     with pytest.raises(DataError, match="method must be one of"):
