@@ -319,7 +319,7 @@ def train_loop(model: FinetuneModel, x: torch.Tensor, y: torch.Tensor, cfg: Loop
         opt.step()
         history.append({"step": step + 1, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]})
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
     if not np.isfinite(history[-1]["loss"]):
         raise FloatingPointError(f"{desc}: the loss became {history[-1]['loss']}; lower lr (now {cfg.lr})")
     model.eval()
