@@ -155,13 +155,17 @@ class PatchSampler:
     """Normalised random training windows ``(B, C, size, size)`` from scenes, stacks and chip sets.
 
     Several sources may be mixed (e.g. unlabeled chips and a scene with the same bands); each
-    batch draws windows from all of them in proportion to their pixel count. Dates of a stack are
+    batch draws windows from all of them, ``balance="pixels"`` in proportion to their pixel count,
+    ``"sources"`` from every source equally often (so 14 small patches are not drowned by one
+    large city, and a large city does not decide what the encoder learns). Dates of a stack are
     treated as separate images. NaN / nodata pixels that remain (``max_invalid`` > 0) become 0
     after normalisation, i.e. the band mean.
     """
 
     def __init__(self, data, size: int, stats: xr.Dataset | None = None, max_invalid: float = 0.0,
-                 augment: bool = True):
+                 augment: bool = True, balance: str = "pixels"):
+        if balance not in ("pixels", "sources"):
+            raise ValueError(f"balance must be 'pixels' or 'sources', not {balance!r}")
         sources = list(data) if isinstance(data, (list, tuple)) else [data]
         if not sources:
             raise DataError("no data given to sample patches from")
@@ -182,7 +186,8 @@ class PatchSampler:
             self.kinds.append(kind)
             images = normalize_array(images, self.stats["mean"].values, self.stats["std"].values, 1)
             self.pickers.append(_WindowPicker(images, size, max_invalid, s.attrs.get("source", "data")))
-            weights.append(images.shape[0] * (images.shape[2] - size + 1) * (images.shape[3] - size + 1))
+            weights.append(images.shape[0] * (images.shape[2] - size + 1) * (images.shape[3] - size + 1)
+                           if balance == "pixels" else 1.0)
         self.weights = np.array(weights, dtype="float64") / np.sum(weights)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -197,6 +202,37 @@ class PatchSampler:
             if rng.random() < 0.5:
                 batch = batch[..., ::-1]
             batch = np.rot90(batch, k=int(rng.integers(4)), axes=(2, 3))
+        return np.nan_to_num(np.ascontiguousarray(batch), nan=0.0)
+
+    def sample_pairs(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Two looks at each of ``batch_size`` places: ``(B, 2, C, size, size)``.
+
+        From a stack the second look is the same window on another date (drawn at random among
+        the dates where the window is valid too), so the pair differs by season, weather and sun;
+        from a single scene or a chip it is the same window again (methods then make the two
+        looks differ by their own crops and turns). Both looks share the sampler's flip and turn.
+        """
+        counts = rng.multinomial(batch_size, self.weights)
+        pairs = []
+        for picker, kind, count in zip(self.pickers, self.kinds, counts):
+            if not count:
+                continue
+            T = picker.images.shape[0]
+            is_stack = kind == "stack" and T > 1
+            for n, r, c in picker.pick(int(count), rng):
+                other = n
+                if is_stack:
+                    dates = rng.permutation(T)
+                    valid = _valid_fraction(picker.table, dates, np.full(T, r), np.full(T, c), self.size)
+                    ok = [int(d) for d, v in zip(dates, valid) if d != n and v >= 1.0 - picker.max_invalid]
+                    other = ok[0] if ok else n
+                window = (slice(None), slice(r, r + self.size), slice(c, c + self.size))
+                pairs.append(np.stack([picker.images[n][window], picker.images[other][window]]))
+        batch = np.stack(pairs)  # (B, 2, C, S, S)
+        if self.augment:
+            if rng.random() < 0.5:
+                batch = batch[..., ::-1]
+            batch = np.rot90(batch, k=int(rng.integers(4)), axes=(3, 4))
         return np.nan_to_num(np.ascontiguousarray(batch), nan=0.0)
 
     def sample_series(self, batch_size: int, rng: np.random.Generator, length: int = 2) -> np.ndarray:
