@@ -6,8 +6,11 @@ checkpoints, ``load_model`` and ``embed`` work the same for all of them:
 - ``__init__(self, encoder: Encoder, **config)`` and ``self.config``: a JSON-able dict of those
   keyword arguments (it goes into the checkpoint card and comes back to ``__init__`` on load);
 - ``self.encoder``: the :class:`~eossl.models.backbones.Encoder` that ``embed`` uses;
-- ``input_kind``: ``"image"`` (batches ``(B, C, H, W)``) or ``"series"`` (``(B, T, C, H, W)``: the
-  same place at ``series_length`` dates, drawn from stacks);
+- ``input_kind``: ``"image"`` (batches ``(B, C, H, W)``), ``"series"`` (``(B, T, C, H, W)``: the
+  same place at ``series_length`` dates, drawn from stacks) or ``"pair"`` (``(B, 2, C, S, S)``: two
+  looks at one place, another date where the data has one, from any data);
+- optional ``window_size(img_size, config)`` (static): the window the trainer samples, when the
+  method cuts its own views out of a larger one;
 - ``training_step(batch) -> (loss, logs)``; ``logs`` holds floats, including ``emb_std`` (the
   collapse monitor, see :func:`eossl.models.losses.embedding_std`);
 - optional ``after_optimizer_step(step, total_steps)`` (momentum / EMA updates) and
@@ -24,7 +27,7 @@ from eossl.models.backbones import Encoder
 
 # Modules that define methods; each has a METHODS dict.
 METHOD_MODULES = ["eossl.models.mae", "eossl.models.temporal", "eossl.models.contrastive", "eossl.models.spectral",
-                  "eossl.models.position"]
+                  "eossl.models.position", "eossl.models.place"]
 
 
 def _registry() -> dict:

@@ -25,7 +25,9 @@ def batches(chips, slovenia):
     images = eossl.normalize(chips).values[:4, :, :48, :48]                      # (4, 13, 48, 48)
     stack = eossl.normalize(slovenia.image.sel(band=chips.band.values)).values  # (5, 13, 101, 100)
     series = np.stack([stack[:3, :, :48, :48], stack[1:4, :, 40:88, 40:88]] * 2)  # (4, 3, 13, 48, 48)
-    return {"image": torch.from_numpy(images), "series": torch.from_numpy(np.ascontiguousarray(series))}
+    pairs = np.stack([stack[[0, 2], :, :56, :56], stack[[1, 4], :, 40:96, 40:96]] * 2)   # (4, 2, 13, 56, 56)
+    return {"image": torch.from_numpy(images), "series": torch.from_numpy(np.ascontiguousarray(series)),
+            "pair": torch.from_numpy(np.ascontiguousarray(pairs))}
 
 
 @pytest.mark.parametrize("encoder", list(ENCODERS))
