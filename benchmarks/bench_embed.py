@@ -60,7 +60,7 @@ def main():
     big = big.assign_coords(x=np.arange(big.sizes["x"]) * 10.0, y=-np.arange(big.sizes["y"]) * 10.0)
 
     with tempfile.TemporaryDirectory() as out:  # a default-config model, briefly trained
-        run = eossl.pretrain(chips.isel(sample=slice(0, 120)), steps=2, out=out, device=str(device))
+        run = eossl.pretrain(chips.isel(sample=slice(0, 120)), method="mae", steps=2, out=out, device=str(device))
     model, card = run.model, run.model.card
     mean, std = card["normalization"]["mean"], card["normalization"]["std"]
     encoder = model.encoder.to(device).eval()

@@ -2,7 +2,7 @@
 
     import eossl
     chips = eossl.datasets.load_sample("eurosat_ms")
-    run = eossl.pretrain(chips, method="mae", steps=200, out="runs/x")
+    run = eossl.pretrain(chips, minutes=2, out="runs/x")   # the default recipe, eossl.recipes()
     emb = eossl.embed(run.model, chips)
 """
 
@@ -28,12 +28,13 @@ from eossl.finetune import load as load_finetuned
 from eossl.models.load import load_model
 from eossl.models.registry import methods
 from eossl.train.loop import Callback, PretrainConfig, pretrain
+from eossl.train.recipes import recipes
 
 __version__ = "0.1.0"
 
 __all__ = [
     "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats", "normalize",
-    "grid_patches", "random_patches", "methods", "pretrain", "PretrainConfig", "Callback",
+    "grid_patches", "random_patches", "methods", "recipes", "pretrain", "PretrainConfig", "Callback",
     "load_model", "embed", "embed_to_zarr", "pca_rgb", "umap", "knn_accuracy", "probe", "scene_labels", "band_importance", "band_statistics", "SENSORS", "plot",
     "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "SearchIndex", "progress", "DataError", "CheckpointError", "EosslError",
     "finetune", "predict", "load_finetuned", "FinetuneRun",

@@ -9,9 +9,9 @@ A config is a YAML file with the keyword arguments of :func:`eossl.pretrain` plu
       - chips: path/to/eurosat_ms      # a class-per-folder chip set (optional 'bands': [...])
       - scene: path/to/scene.tif       # a GeoTIFF / ENVI / folder of band files
       - stack: [date1.tif, date2.tif]  # several dates (optional 'times': [...])
-    method: simclr
+    method: simclr             # leave method and encoder out for eossl's default recipe
     encoder: resnet18          # or a dict: {name: vit_tiny, patch_size: 8, depth: 6}
-    steps: 1000
+    steps: 1000                # or minutes: 10, a wall-clock budget (not both)
     batch_size: 64
     out: runs/simclr
     method_config: {temperature: 0.2}
@@ -127,9 +127,14 @@ def cmd_pretrain(args) -> int:
     import eossl
     from eossl.train.distributed import is_main
     config = read_config(args.config)
-    for key in ("out", "steps", "device"):
+    for key in ("out", "steps", "minutes", "device"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
+    # a budget on the command line replaces the config's budget of the other kind
+    if args.minutes is not None:
+        config.pop("steps", None)
+    elif args.steps is not None:
+        config.pop("minutes", None)
     data = load_data(config["data"])
     kwargs = {k: v for k, v in config.items() if k not in ("data", "method_config")}
     kwargs.update(config.get("method_config") or {})
@@ -326,7 +331,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("pretrain", help="pretrain an SSL encoder from a YAML config")
     p.add_argument("config", help="YAML config (see `python -m eossl pretrain --help`)")
     p.add_argument("--out", help="run folder (overrides the config)")
-    p.add_argument("--steps", type=int, help="training steps (overrides the config)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="training steps (overrides the config's budget)")
+    budget.add_argument("--minutes", type=float,
+                        help="wall-clock budget in minutes (overrides the config's budget)")
     p.add_argument("--device", help="auto, cpu, cuda, mps (overrides the config)")
     p.set_defaults(func=cmd_pretrain)
     e = sub.add_parser("embed", help="embed chips or a scene with a checkpoint",

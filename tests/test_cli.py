@@ -172,7 +172,7 @@ def test_embed_a_scene_file_chunk_by_chunk_into_zarr(model_dir, tiny_run, tmp_pa
     np.testing.assert_allclose(emb.values, want.values, rtol=1e-4, atol=1e-5)
     assert main(argv) == 0  # finished store, same model and scene: resumes (nothing left to do)
     other = tmp_path / "other_run"
-    eossl.pretrain(eossl.datasets.load_sample("eurosat_ms"), steps=1, batch_size=4, encoder=dict(TINY_ENCODER),
+    eossl.pretrain(eossl.datasets.load_sample("eurosat_ms"), method="mae", steps=1, batch_size=4, encoder=dict(TINY_ENCODER),
                    decoder_dim=32, decoder_depth=1, out=other, seed=5, tensorboard=False)
     capsys.readouterr()
     assert main(["embed", str(other), str(scene), "--out", str(out), "--window", "32", "--chunk", "64"]) == 2

@@ -1,6 +1,8 @@
 """``eossl.embed``: encoder features as xarray, aligned with the data they came from.
 
-- chips ``(sample, band, y, x)`` -> ``(sample, dim)``, keeping ``label`` and other sample coords;
+- chips ``(sample, band, y, x)`` -> ``(sample, dim)``, keeping ``label`` and other sample coords; the
+  chip's token grid is pooled by the card's ``readout`` (:func:`pool_grid`: the mean of the tokens,
+  or their mean and std), the same rule for every method;
 - a scene ``(band, y, x)`` -> ``(y, x, dim)`` on the encoder's patch grid, with the scene's CRS and
   a transform whose pixels are patches, so an embedding map overlays the scene;
 - a stack ``(time, band, y, x)`` -> ``(time, y, x, dim)``.
@@ -166,9 +168,23 @@ def _batches(n, size):
         yield slice(start, min(n, start + size))
 
 
+def pool_grid(fm: torch.Tensor, readout: str = "mean") -> torch.Tensor:
+    """A chip's feature grid (B, D, h, w) -> its embedding: ``"mean"`` (B, D), the mean of the
+    tokens; ``"mean_std"`` (B, 2D), their mean and standard deviation over the grid (how uniform
+    the chip is). The card's ``readout`` says which one a model's embeddings use."""
+    if readout == "mean":
+        return fm.mean(dim=(2, 3))
+    if readout == "mean_std":
+        flat = fm.flatten(2)  # (B, D, h*w)
+        spread = flat.std(dim=2) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
+        return torch.cat([flat.mean(dim=2), spread], dim=1)
+    raise ValueError(f"unknown readout {readout!r}; use 'mean' or 'mean_std'")
+
+
 @torch.no_grad()
-def _encode(encoder, arr: np.ndarray, device, batch_size: int, pooled: bool, desc: str) -> np.ndarray:
-    """arr (N, C, H, W) normalised, NaN allowed -> (N, D) pooled or (N, h, w, D) maps."""
+def _encode(encoder, arr: np.ndarray, device, batch_size: int, pooled: bool, desc: str,
+            readout: str = "mean") -> np.ndarray:
+    """arr (N, C, H, W) normalised, NaN allowed -> (N, D) pooled (by ``readout``) or (N, h, w, D) maps."""
     encoder = encoder.to(device).eval()
     out = []
     steps = list(_batches(len(arr), batch_size))
@@ -177,7 +193,7 @@ def _encode(encoder, arr: np.ndarray, device, batch_size: int, pooled: bool, des
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             fm = encoder.feature_map(x)  # (B, D, h, w)
         fm = fm.float()
-        out.append((fm.mean(dim=(2, 3)) if pooled else fm.permute(0, 2, 3, 1)).cpu().numpy())
+        out.append((pool_grid(fm, readout) if pooled else fm.permute(0, 2, 3, 1)).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -213,7 +229,8 @@ def embed(model, data, *, batch_size: int = 64, window: int | None = None, devic
         raw = da.transpose("sample", "band", "y", "x").values
         if check_values:
             check_units(da, card, np.moveaxis(raw, 1, 0).reshape(raw.shape[1], -1))
-        vectors = _encode(encoder, prepared(raw, 1), dev, batch_size, pooled=True, desc="embed chips")
+        vectors = _encode(encoder, prepared(raw, 1), dev, batch_size, pooled=True, desc="embed chips",
+                          readout=card.get("readout", "mean"))
         coords = {k: v for k, v in da.coords.items() if v.dims == ("sample",)}
         return xr.DataArray(vectors, dims=("sample", "dim"), coords=coords, name="embedding",
                             attrs=_attrs(card))

@@ -35,6 +35,9 @@ from eossl.train.checkpoint import (CHECKPOINT_FILE, atomic_write_bytes, read_ch
                                     save_checkpoint)
 
 
+READOUTS = ("mean", "mean_std")
+
+
 @dataclass
 class PretrainConfig:
     """Everything that defines a pretraining run (saved in the card and as ``config.json``)."""
@@ -42,7 +45,10 @@ class PretrainConfig:
     method: str = "mae"
     encoder: dict = field(default_factory=dict)  # Encoder spec; defaults per method
     method_config: dict = field(default_factory=dict)  # e.g. mask_ratio for the MAE
-    steps: int = 200
+    steps: int | None = 200
+    # A wall-clock budget instead of a step count: the cosine runs over the budget's time, the run
+    # stops (and checkpoints) when it is spent. Exactly one of steps / minutes is set.
+    minutes: float | None = None
     batch_size: int = 64
     # AdamW with a higher rate than the MAE paper's 1.5e-4 * B/256: tiny encoders on short CPU
     # runs need to move fast; warmup keeps the first steps of a ViT stable.
@@ -59,13 +65,26 @@ class PretrainConfig:
     num_workers: int = 0     # >0: batches are cut in worker processes (pinned memory on CUDA)
     compile: bool = False    # torch.compile the training step: several times faster on GPUs
     tensorboard: bool | None = None  # log to out/tensorboard; None: when tensorboard is installed
+    balance: str = "pixels"  # how sources are mixed: "pixels" (by size) or "sources" (equally)
+    readout: str = "mean"    # what embed returns for a chip: "mean" or "mean_std" of the tokens
+    recipe: str | None = None  # the recipe these settings came from (None: chosen by hand)
 
-    def lr_at(self, step: int) -> float:
-        """Linear warmup, then cosine decay to ``min_lr``."""
+    def __post_init__(self):
+        if (self.steps is None) == (self.minutes is None):
+            raise ValueError("give either steps or minutes (a step count or a wall-clock budget), "
+                             f"not {'both' if self.steps is not None else 'neither'}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be a positive number, not {self.minutes!r}")
+
+    def lr_at(self, step: int, progress: float | None = None) -> float:
+        """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr``. ``progress`` in
+        [0, 1] is the share of the budget spent (a time budget's elapsed / budget); without it,
+        the share of ``steps`` done."""
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
-        t = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+        if progress is None:
+            progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 class Callback:
@@ -186,7 +205,9 @@ def make_card(config: PretrainConfig, model, arrays: list[xr.DataArray], stats: 
         "method": config.method,
         "method_config": model.config,
         "encoder": model.encoder.spec,
-        "embedding_dim": model.encoder.dim,
+        "embedding_dim": model.encoder.dim * (2 if config.readout == "mean_std" else 1),
+        "readout": config.readout,   # how embed pools the token grid of a chip (see eossl.embed)
+        "recipe": config.recipe,
         "bands": bands,
         "sensor": da.attrs.get("sensor", "generic"),
         "normalization": {"kind": "per-band standardisation, (x - mean) / std",
@@ -233,6 +254,8 @@ class _BatchStream(torch.utils.data.IterableDataset):
         while True:
             if self.kind == "series":
                 yield torch.from_numpy(self.sampler.sample_series(self.batch_size, rng, self.length))
+            elif self.kind == "pair":
+                yield torch.from_numpy(self.sampler.sample_pairs(self.batch_size, rng))
             else:
                 yield torch.from_numpy(self.sampler.sample(self.batch_size, rng))
 
@@ -280,7 +303,11 @@ class Trainer:
         else:
             stats = stats_of(arrays)
         self.stats = stats
-        self.sampler = PatchSampler(arrays, cfg.img_size, stats=stats, max_invalid=cfg.max_invalid)
+        # methods that cut their own views (place contrast) sample a larger window
+        window = (method_cls.window_size(cfg.img_size, cfg.method_config)
+                  if hasattr(method_cls, "window_size") else cfg.img_size)
+        self.sampler = PatchSampler(arrays, window, stats=stats, max_invalid=cfg.max_invalid,
+                                    balance=cfg.balance)
         torch.manual_seed(cfg.seed)  # the same initial weights in every process
         self.model = build_method(cfg.method, cfg.encoder, cfg.method_config).to(self.device)
         if self.model.input_kind == "series":  # fail now, with the method's needs, not at step 1
@@ -300,6 +327,7 @@ class Trainer:
         if cfg.compile:
             self.step_module = torch.compile(self.step_module)
         self.step, self.history = 0, []
+        self.train_seconds = 0.0  # time spent in training steps, over every session of this run
         if self.resumed:
             self._restore(self.resumed)
 
@@ -340,6 +368,7 @@ class Trainer:
                                             "param_groups": groups})
         trainer = ckpt["trainer"] or {}
         self.step = int(trainer.get("step", 0))
+        self.train_seconds = float(trainer.get("train_seconds", 0.0))
         self.history = list(trainer.get("history", []))
         if "numpy_rng" in trainer:
             self.rng.bit_generator.state = trainer["numpy_rng"]
@@ -351,6 +380,8 @@ class Trainer:
     def _draw(self, rng: np.random.Generator) -> np.ndarray:
         if self.model.input_kind == "series":
             return self.sampler.sample_series(self.config.batch_size, rng, self.model.series_length)
+        if self.model.input_kind == "pair":
+            return self.sampler.sample_pairs(self.config.batch_size, rng)
         return self.sampler.sample(self.config.batch_size, rng)
 
     def batches(self):
@@ -369,8 +400,9 @@ class Trainer:
     def save(self) -> Path | None:
         if not is_main():  # one writer: the main process
             return None
-        state = {"step": self.step, "history": self.history, "numpy_rng": self.rng.bit_generator.state}
-        card = {**self.card, "step": self.step}
+        state = {"step": self.step, "history": self.history, "numpy_rng": self.rng.bit_generator.state,
+                 "train_seconds": self.train_seconds}
+        card = {**self.card, "step": self.step, "train_seconds": round(self.train_seconds, 1)}
         path = save_checkpoint(self.out / "checkpoint", self.model, card, self.optimizer, state)
         atomic_write_bytes(self.out / "history.csv", pd.DataFrame(self.history).to_csv(index=False).encode())
         atomic_write_bytes(self.out / "config.json",
@@ -378,6 +410,21 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_checkpoint(self, path)
         return path
+
+    def _budget_spent(self) -> bool:
+        """Steps done, or the time budget used up (checked before each step, so a run ends within
+        its budget plus at most one step)."""
+        if self.config.minutes is not None:
+            return self.train_seconds >= self.config.minutes * 60
+        return self.step >= self.config.steps
+
+    def _total_steps(self) -> int:
+        """The run's length in steps, for schedules kept by methods (momentum); for a time budget,
+        extrapolated from the pace so far."""
+        if self.config.minutes is None:
+            return self.config.steps
+        share = self.train_seconds / (self.config.minutes * 60)
+        return max(self.step + 1, round(self.step / share)) if share > 0 else self.step + 1
 
     def fit(self) -> PretrainRun:
         cfg = self.config
@@ -387,13 +434,20 @@ class Trainer:
         use_bf16 = self.device.type == "cuda"  # bf16 autocast is not faster than fp32 on CPU
         first_std, warned = None, False
         stopped = False
-        bar = progress(total=cfg.steps, initial=self.step, desc=f"pretrain {cfg.method}", unit="step",
-                       disable=not (is_main() and progress_enabled()))
-        batches = self.batches() if self.step < cfg.steps else iter(())
+        budget = cfg.minutes * 60 if cfg.minutes is not None else None
+        show = is_main() and progress_enabled()
+        if budget is None:
+            bar = progress(total=cfg.steps, initial=self.step, desc=f"pretrain {cfg.method}", unit="step",
+                           disable=not show)
+        else:  # the bar counts seconds, so it shows the time spent and the time left of the budget
+            bar = progress(total=round(budget), initial=min(round(self.train_seconds), round(budget)),
+                           desc=f"pretrain {cfg.method}, {cfg.minutes:g} min", unit="s", disable=not show,
+                           bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+        batches = self.batches() if not self._budget_spent() else iter(())
         try:
-            while self.step < cfg.steps and not self.stop_requested:
+            while not self._budget_spent() and not self.stop_requested:
                 t0 = time.perf_counter()
-                lr = cfg.lr_at(self.step)
+                lr = cfg.lr_at(self.step, None if budget is None else self.train_seconds / budget)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 batch = next(batches)
@@ -408,9 +462,10 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
                 if hasattr(self.model, "after_optimizer_step"):  # e.g. momentum-encoder updates
-                    self.model.after_optimizer_step(self.step, cfg.steps)
+                    self.model.after_optimizer_step(self.step, self._total_steps())
                 self.step += 1
                 dt = time.perf_counter() - t0
+                self.train_seconds += dt
                 row = {"step": self.step, "loss": float(loss.detach()), "lr": lr,
                        **logs, "images_per_s": cfg.batch_size / dt}
                 self.history.append(row)
@@ -421,11 +476,15 @@ class Trainer:
                     warned = True
                 # refresh=False: set_postfix would otherwise redraw on every step, bypassing tqdm's
                 # mininterval and flooding a notebook with one widget message per step
-                bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-                bar.update(1)
+                if budget is None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+                    bar.update(1)
+                else:
+                    bar.set_postfix(step=self.step, loss=f"{row['loss']:.4f}", refresh=False)
+                    bar.update(min(self.train_seconds, budget) - bar.n)
                 for cb in self.callbacks:
                     cb.on_step_end(self, row)
-                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                if self.step % cfg.checkpoint_every == 0 and not self._budget_spent():
                     self.save()
         except KeyboardInterrupt:
             # Stopping a notebook cell is a normal way to end a run: keep what was learned.
@@ -444,26 +503,41 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         self.model.eval()
-        self.model.card = {**self.card, "step": self.step}
+        self.model.card = {**self.card, "step": self.step, "train_seconds": round(self.train_seconds, 1)}
         return PretrainRun(self.model, pd.DataFrame(self.history), path, cfg, stopped_early=stopped)
 
 
-def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 64, lr: float = 1e-3,
-             encoder: str | dict | None = None, patch_size: int | None = None, img_size: int = 64,
+def pretrain(data, method: str | None = None, *, steps: int | None = None, minutes: float | None = None,
+             batch_size: int | None = None, lr: float | None = None,
+             encoder: str | dict | None = None, patch_size: int | None = None, img_size: int | None = None,
              out="runs/pretrain", device: str = "auto", callbacks=(), resume: bool = True,
              seed: int = 0, checkpoint_every: int = 50, warmup_steps: int | None = None,
              max_invalid: float = 0.0, num_workers: int = 0, compile: bool = False,
              min_lr: float = 1e-5, weight_decay: float = 0.05, grad_clip: float = 1.0,
-             tensorboard: bool | None = None, **method_config) -> PretrainRun:
+             tensorboard: bool | None = None, recipe: str | None = None, balance: str | None = None,
+             readout: str | None = None, **method_config) -> PretrainRun:
     """Pretrain an SSL encoder on scenes, stacks or chips.
+
+    ``eossl.pretrain(data, minutes=10)`` is the short way: with no ``method`` it uses eossl's default
+    recipe for the budget and the data (see :func:`eossl.recipes`), and trains for ten minutes.
 
     Args:
         data: DataArray (band, y, x) / (time, band, y, x) / (sample, band, y, x), a Dataset with an
             ``image`` variable, or a list of them with the same bands (windows drawn from all).
-        method: one of :func:`eossl.methods`.
+        method: one of :func:`eossl.methods`; ``None`` (default): the recipe's method.
+        steps / minutes: the budget, a number of steps or a wall-clock time (give one; neither
+            means 200 steps). With ``minutes`` the learning-rate cosine runs over the time, the run
+            stops when the time is spent (within one step), checkpoints, and a later call with the
+            same ``out`` resumes what is left.
+        recipe: a recipe by name (``eossl.recipes()``); used anyway when ``method`` is None. Any
+            setting passed explicitly wins over the recipe.
         encoder: a short name (``"vit_tiny"``) or a full spec dict; ``patch_size`` overrides its
             patch size.
-        img_size: training window in pixels.
+        img_size: training window (view) in pixels (default 64, or the recipe's).
+        batch_size, lr: defaults 64 and 1e-3, or the recipe's.
+        balance: ``"pixels"`` (sources by size, the default) or ``"sources"`` (each equally often).
+        readout: what :func:`eossl.embed` returns per chip: ``"mean"`` of the token grid
+            (default) or ``"mean_std"`` (mean and std, twice the width); recorded on the card.
         out: run folder; an existing checkpoint there is resumed (``resume=False`` refuses instead).
         callbacks: :class:`Callback` objects or functions ``fn(logs)`` called after every step.
         num_workers: cut batches in this many worker processes (GPU training).
@@ -474,17 +548,41 @@ def pretrain(data, method: str = "mae", *, steps: int = 200, batch_size: int = 6
 
     Under ``torchrun`` every process runs this same call; ``batch_size`` is per process.
     """
-    spec = default_encoder(method)
+    if steps is not None and minutes is not None:
+        raise ValueError(f"give steps or minutes, not both (got steps={steps}, minutes={minutes}): "
+                         "steps counts optimiser steps, minutes is a wall-clock budget")
+    if steps is None and minutes is None:
+        steps = 200
+    chosen = {}
+    if method is None or recipe is not None:
+        from eossl.train.recipes import resolve_recipe
+        chosen = resolve_recipe(training_arrays(data), recipe, minutes)
+        if method is not None and method != chosen["method"]:
+            raise ValueError(f"recipe {chosen['recipe']!r} is for method {chosen['method']!r}, not {method!r}; "
+                             "name one or the other")
+        method = chosen["method"]
+        method_config = {**chosen["method_config"], **method_config}
+    spec = dict(chosen.get("encoder") or default_encoder(method))
     if isinstance(encoder, str):
         spec = {"name": encoder, "patch_size": spec.get("patch_size", 16)}
     elif isinstance(encoder, dict):
         spec = dict(encoder)
     if patch_size is not None:
         spec["patch_size"] = patch_size
+
+    def pick(value, key, fallback):
+        return value if value is not None else chosen.get(key, fallback)
+
+    if warmup_steps is None:
+        warmup_steps = 20 if steps is None else min(20, max(1, steps // 10))
     config = PretrainConfig(method=method, encoder=spec, method_config=method_config, steps=steps,
-                            batch_size=batch_size, lr=lr, img_size=img_size, seed=seed, device=device,
-                            checkpoint_every=checkpoint_every, max_invalid=max_invalid,
+                            minutes=minutes, batch_size=pick(batch_size, "batch_size", 64),
+                            lr=pick(lr, "lr", 1e-3), img_size=pick(img_size, "img_size", 64), seed=seed,
+                            device=device, checkpoint_every=checkpoint_every, max_invalid=max_invalid,
                             num_workers=num_workers, compile=compile, min_lr=min_lr,
                             weight_decay=weight_decay, grad_clip=grad_clip, tensorboard=tensorboard,
-                            warmup_steps=min(20, max(1, steps // 10)) if warmup_steps is None else warmup_steps)
+                            warmup_steps=warmup_steps, balance=pick(balance, "balance", "pixels"),
+                            readout=pick(readout, "readout", "mean"), recipe=chosen.get("recipe"))
+    if config.readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, not {config.readout!r}")
     return Trainer(data, config, out, callbacks=callbacks, resume=resume).fit()

@@ -329,3 +329,26 @@ def test_declared_units_that_agree_read_no_pixels(model, chips):
     lazy = xr.DataArray(dask.array.from_delayed(boom(), shape=(13, 64, 64), dtype="float32"),
                         dims=("band", "y", "x"), coords={"band": chips["band"].values}, attrs={"units": "DN"})
     assert units_guard(lazy, model.card) is model.card
+
+
+def test_readout_on_the_card_decides_the_chip_embedding(tiny_run, chips):
+    """``embed`` pools a chip's token grid by the card's readout: the mean of the tokens, or their
+    mean and std, computed here directly from the encoder's feature map."""
+    import copy
+
+    from eossl.analysis.embed import model_input, pool_grid
+    model = copy.deepcopy(tiny_run.model)
+    few = chips.isel(sample=slice(0, 5))
+    with torch.no_grad():
+        fm = model.encoder.eval().feature_map(torch.from_numpy(model_input(model, few)))  # (5, D, h, w)
+    assert model.card["readout"] == "mean"
+    np.testing.assert_allclose(eossl.embed(model, few).values, fm.mean(dim=(2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+    model.card = {**model.card, "readout": "mean_std"}
+    both = eossl.embed(model, few).values
+    flat = fm.flatten(2)
+    want = torch.cat([flat.mean(2), flat.std(2)], 1).numpy()
+    assert both.shape == (5, 2 * model.encoder.dim)
+    np.testing.assert_allclose(both, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pool_grid(fm, "mean_std").numpy(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="readout"):
+        pool_grid(fm, "cls")

@@ -17,7 +17,7 @@ from eossl.train.checkpoint import read_card  # noqa: E402
 
 
 def _pretrain(chips, out, steps, callbacks):
-    return eossl.pretrain(chips, steps=steps, batch_size=4, encoder=dict(TINY_ENCODER), decoder_dim=32,
+    return eossl.pretrain(chips, method="mae", steps=steps, batch_size=4, encoder=dict(TINY_ENCODER), decoder_dim=32,
                           decoder_depth=1, out=out, callbacks=callbacks)
 
 

@@ -30,7 +30,7 @@ SMALL = dict(batch_size=16, decoder_dim=32, decoder_depth=1)
 
 
 def _pretrain(data, out, steps, **kwargs):
-    kwargs = {**SMALL, "encoder": dict(TINY_ENCODER), **kwargs}
+    kwargs = {"method": "mae", **SMALL, "encoder": dict(TINY_ENCODER), **kwargs}
     return eossl.pretrain(data, steps=steps, out=out, **kwargs)
 
 
@@ -160,7 +160,7 @@ def test_tensorboard_logger_needs_tensorboard(tmp_path, monkeypatch):
 
 
 def test_encoder_given_by_name(tmp_path, chips):
-    run = eossl.pretrain(chips, encoder="vit_tiny", patch_size=16, steps=1, batch_size=2,
+    run = eossl.pretrain(chips, method="mae", encoder="vit_tiny", patch_size=16, steps=1, batch_size=2,
                          decoder_dim=16, decoder_depth=1, out=tmp_path)
     assert run.model.encoder.spec["name"] == "vit_tiny" and run.model.encoder.patch_size == 16
     assert len(run.model.encoder.model.blocks) == 12  # timm's vit_tiny depth
@@ -347,7 +347,7 @@ KILL_SCRIPT = """
 import sys
 import eossl
 chips = eossl.datasets.load_sample("eurosat_ms")
-eossl.pretrain(chips, steps=100000, batch_size=8, encoder={encoder!r}, decoder_dim=32, decoder_depth=1,
+eossl.pretrain(chips, method="mae", steps=100000, batch_size=8, encoder={encoder!r}, decoder_dim=32, decoder_depth=1,
                checkpoint_every=2, out=sys.argv[1])
 """
 
@@ -398,3 +398,45 @@ def test_worker_loader_trains_like_the_inline_sampler(tmp_path, chips):
     """num_workers > 0 cuts batches in a worker process (the GPU path); on CPU it must still train."""
     run = _pretrain(chips, tmp_path, 3, batch_size=4, num_workers=1)
     assert run.history["step"].tolist() == [1, 2, 3] and np.isfinite(run.history["loss"]).all()
+
+
+# ---------------------------------------------------------------------- wall-clock budgets
+
+def test_minutes_budget_stops_within_one_step_checkpoints_and_resumes(chips, tmp_path):
+    budget = 3.0  # seconds
+    run = _pretrain(chips, tmp_path, None, minutes=budget / 60, batch_size=4, checkpoint_every=10**6)
+    card = read_card(tmp_path / "checkpoint")
+    longest = 1 / run.history["images_per_s"].min() * 4  # the slowest step, in seconds
+    assert budget <= card["train_seconds"] <= budget + longest + 0.1  # rounding of the card
+    assert card["step"] == len(run.history) > 1 and card["config"]["minutes"] == budget / 60
+    assert card["config"]["steps"] is None
+    lrs = run.history["lr"].to_numpy()  # warm-up, then a cosine laid out over the time
+    assert lrs[-1] < 0.5 * lrs.max() and np.argmax(lrs) < len(lrs) - 1
+    again = _pretrain(chips, tmp_path, None, minutes=budget / 60, batch_size=4)  # spent: nothing to do
+    assert len(again.history) == len(run.history)
+    more = _pretrain(chips, tmp_path, None, minutes=2 * budget / 60, batch_size=4)  # a larger budget resumes
+    assert len(more.history) > len(run.history)
+    assert more.history["step"].tolist() == list(range(1, len(more.history) + 1))
+    assert read_card(tmp_path / "checkpoint")["train_seconds"] >= 2 * budget
+
+
+def test_steps_and_minutes_together_is_an_error(chips, tmp_path):
+    with pytest.raises(ValueError, match="not both"):
+        _pretrain(chips, tmp_path, 5, minutes=1)
+    with pytest.raises(ValueError, match="positive"):
+        _pretrain(chips, tmp_path, None, minutes=0)
+    assert not (tmp_path / "checkpoint").exists()
+
+
+def test_minutes_progress_bar_counts_seconds(chips, tmp_path, monkeypatch):
+    import eossl.train.loop as loop
+    bars = []
+    real = loop.progress
+
+    def spy(*args, **kwargs):
+        bars.append(kwargs)
+        return real(*args, **{**kwargs, "disable": True})
+
+    monkeypatch.setattr(loop, "progress", spy)
+    _pretrain(chips, tmp_path, None, minutes=1 / 60, batch_size=4)
+    assert bars[0]["unit"] == "s" and bars[0]["total"] == 1 and "remaining" in bars[0]["bar_format"]
