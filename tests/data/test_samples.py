@@ -176,3 +176,16 @@ def test_load_sample_returns_fresh_objects():
     assert b["image"].values[0, 0, 0, 0] == first[0, 0, 0]
     assert 9 not in b["change"].attrs["classes"]
     assert 9 not in CHANGE_CLASSES
+
+
+def test_oscd_stacks_reads_every_city_as_a_two_date_stack(shared_data, tmp_path):
+    import eossl
+    from eossl.errors import DataError
+    stacks = eossl.datasets.oscd_stacks(shared_data / "oscd", cities=["bercy", "nantes"])
+    assert len(stacks) == 2
+    for s in stacks:
+        assert s.dims == ("time", "band", "y", "x") and s.sizes["time"] == 2 and s.sizes["band"] == 13
+    with pytest.raises(DataError, match="no OSCD city"):
+        eossl.datasets.oscd_stacks(shared_data / "oscd", cities=["atlantis"])
+    with pytest.raises(DataError, match="download OSCD"):
+        eossl.datasets.oscd_stacks(tmp_path)
