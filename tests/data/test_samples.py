@@ -61,7 +61,7 @@ def test_bundled_sample_is_small():
 def test_datasets_module_is_the_public_front():
     assert eossl.datasets.load_sample is load_sample
     assert set(eossl.datasets.__all__) == {"load_sample", "list_samples", "sample_dir",
-                                           "LULC_CLASSES", "CHANGE_CLASSES"}
+                                           "LULC_CLASSES", "CHANGE_CLASSES", "oscd_stacks"}
 
 
 def test_unknown_sample_name():
