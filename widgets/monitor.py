@@ -183,19 +183,26 @@ class TrainingMonitor(Callback, ipw.VBox):
 
     # ------------------------------------------------------------------ callback hooks
 
+    def _of_total(self) -> str:
+        """" / 200" for a step budget, " of a 10 min budget" for a time budget."""
+        return f" / {self.total_steps}" if self.total_steps else getattr(self, "_budget", "")
+
     def on_train_start(self, trainer) -> None:
         from eossl.train.distributed import is_main
         self._main = is_main()
         self._stop.clear()  # a click left over from an earlier run must not end this one
         self.history = list(trainer.history)  # a resumed run brings its history
-        self.step, self.total_steps = trainer.step, trainer.config.steps
+        # a wall-clock budget (minutes=) has no step count: 0, and the status names the budget
+        self.step, self.total_steps = trainer.step, trainer.config.steps or 0
+        self._budget = (f" of a {trainer.config.minutes:g} min budget"
+                        if getattr(trainer.config, "minutes", None) else "")
         self.stop_requested = self.stopped_early = self.collapsed = False
         self.running, self.message = True, ""
         self._first_std = next((r["emb_std"] for r in self.history if r.get("emb_std")), None)
         self.stop_button.disabled, self.stop_button.description = False, "Stop"
         self._setup_pictures(trainer)
         self._last_picture_step = trainer.step
-        self.status.value = (f"<b>{trainer.config.method}</b>: step {self.step} / {self.total_steps}")
+        self.status.value = f"<b>{trainer.config.method}</b>: step {self.step}{self._of_total()}"
         if self.auto_display and not self._shown and self._main:
             try:
                 from IPython import get_ipython
@@ -239,12 +246,12 @@ class TrainingMonitor(Callback, ipw.VBox):
             self.redraw(trainer, pictures=True)
         where = f"; checkpoint: <code>{self.checkpoint_path}</code>" if self.checkpoint_path else ""
         if self.stopped_early:
-            self.message = (f"stopped at step {self.step} of {self.total_steps}; checkpoint "
+            self.message = (f"stopped at step {self.step}{self._of_total()}; checkpoint "
                             f"{self.checkpoint_path}. Call pretrain again with the same out folder to continue.")
-            self.status.value = (f"<b>{trainer.config.method}</b>: stopped at step {self.step} / "
-                                 f"{self.total_steps}{where}")
+            self.status.value = (f"<b>{trainer.config.method}</b>: stopped at step {self.step}"
+                                 f"{self._of_total()}{where}")
         else:
-            self.status.value = f"<b>{trainer.config.method}</b>: finished {self.step} steps{where}"
+            self.status.value = f"<b>{trainer.config.method}</b>: finished {self.step} steps{self._budget}{where}"
 
     # ------------------------------------------------------------------ drawing
 
@@ -283,8 +290,8 @@ class TrainingMonitor(Callback, ipw.VBox):
             except Exception as err:  # noqa: BLE001 - a failed picture must not end the run
                 self.message = f"pictures failed: {type(err).__name__}: {err}"
         if self.running:
-            self.status.value = (f"<b>{trainer.config.method if trainer else ''}</b>: step {self.step} / "
-                                 f"{self.total_steps}, loss {self.loss:.4g}")
+            self.status.value = (f"<b>{trainer.config.method if trainer else ''}</b>: step {self.step}"
+                                 f"{self._of_total()}, loss {self.loss:.4g}")
         self._draw_cost = time.perf_counter() - t0
         self.draw_seconds += self._draw_cost
 

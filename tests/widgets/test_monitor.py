@@ -174,3 +174,12 @@ def _collect(kc, msg_id, timeout, until_idle=True) -> str:
         elif kind == "status" and content["execution_state"] == "idle" and until_idle:
             return text
     return text
+
+
+def test_monitor_follows_a_time_budget_run_of_the_default_recipe(chips, tmp_path):
+    """minutes= has no step count: the monitor says the budget instead of "step n / N"."""
+    monitor = TrainingMonitor(every=1, min_seconds=0, max_overhead=None, auto_display=False)
+    run = eossl.pretrain(chips, minutes=0.03, batch_size=8, out=tmp_path / "run", callbacks=[monitor])
+    assert run.model.card["recipe"] == "cpu_small" and monitor.total_steps == 0
+    assert monitor.step == len(run.history) > 0 and not monitor.running
+    assert "0.03 min budget" in monitor.status.value
