@@ -98,3 +98,15 @@ def test_bench_position_signal_prints_border_pixel_accuracy_next_to_chance():
     assert "| encoder | tile px | grid | gap px | steps | seeds | s per run | west -> east acc % | chance % |" in text
     method = [line for line in text.splitlines() if line.startswith("| ViT 1 block")]
     assert len(method) == 2 and all(0 <= float(r.split("|")[8].split("±")[0]) <= 100 for r in method)
+
+
+def test_bench_quality_prints_the_recipe_next_to_both_floors(tmp_path):
+    text = _run("benchmarks/bench_quality.py", "--quick", "--repeats", "2", "--out", str(tmp_path))
+    assert "| encoder | pretrain s | steps | kNN@1 | logistic@1 |" in text
+    for row in ("| raw band mean/std (no learning) |", "| recipe, readout mean |",
+                "| random weights, readout mean |", "| recipe, readout mean_std |"):
+        assert row in text
+    assert "vs band stats" in text and "| classification | 5 chips / class | accuracy |" in text
+    again = _run("benchmarks/bench_quality.py", "--quick", "--repeats", "2", "--out", str(tmp_path),
+                 "--skip-finetune")  # the finished run is reused, not retrained
+    assert "| recipe, readout mean |" in again and "fine-tuning" not in again

@@ -272,3 +272,15 @@ def test_save_embeddings_any_refuses_other_suffixes(tmp_path, tiny_run, chips):
         save_embeddings_any(emb, tmp_path / "e.csv")
     path = save_embeddings_any(emb, tmp_path / "e.zarr")
     assert json.loads((path / ".zmetadata").read_text())  # a consolidated zarr (format 2) store
+
+
+def test_pretrain_minutes_on_the_command_line_replaces_the_steps(tmp_path):
+    path = _config(tmp_path)  # the config says steps: 4
+    assert main(["pretrain", str(path), "--minutes", "0.02"]) == 0
+    card = eossl.load_model(tmp_path / "run").card
+    assert card["config"]["minutes"] == 0.02 and card["config"]["steps"] is None
+    assert 1.2 <= card["train_seconds"]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["minutes"] == 0.02 and saved["steps"] is None
+    with pytest.raises(SystemExit):  # both at once: argparse refuses
+        main(["pretrain", str(path), "--minutes", "1", "--steps", "2"])
