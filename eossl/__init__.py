@@ -22,7 +22,7 @@ from eossl.data.chips import open_chips
 from eossl.data.normalize import band_stats, normalize, with_stats
 from eossl.data.patches import grid_patches, random_patches
 from eossl.data.scenes import open_scene, open_stack
-from eossl.errors import CheckpointError, DataError, EosslError
+from eossl.errors import CheckpointError, DataError, EosslError, ParameterError
 from eossl.finetune import FinetuneRun, finetune, predict
 from eossl.finetune import load as load_finetuned
 from eossl.models.load import load_model
@@ -36,6 +36,6 @@ __all__ = [
     "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats", "normalize",
     "grid_patches", "random_patches", "methods", "recipes", "pretrain", "PretrainConfig", "Callback",
     "load_model", "embed", "embed_to_zarr", "pca_rgb", "umap", "knn_accuracy", "probe", "scene_labels", "band_importance", "band_statistics", "SENSORS", "plot",
-    "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "SearchIndex", "progress", "DataError", "CheckpointError", "EosslError",
+    "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "SearchIndex", "progress", "DataError", "CheckpointError", "EosslError", "ParameterError",
     "finetune", "predict", "load_finetuned", "FinetuneRun",
 ]

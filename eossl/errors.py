@@ -11,3 +11,7 @@ class DataError(EosslError):
 
 class CheckpointError(EosslError):
     """A checkpoint that is missing, damaged, or made for other data than it is given."""
+
+
+class ParameterError(EosslError):
+    """A parameter (of a function, a config file or the command line) with a value it cannot take."""

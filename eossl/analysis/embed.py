@@ -27,6 +27,7 @@ from affine import Affine
 from eossl.data.normalize import nodata_to_nan, normalize_array
 from eossl.data.units import dn_scale, guess_units, normalise_units
 from eossl.errors import CheckpointError, DataError
+from eossl import validate as check
 from eossl.progress import progress
 from eossl.train.loop import resolve_device
 
@@ -41,17 +42,30 @@ def _encoder_and_card(model):
 
 
 def match_bands(da: xr.DataArray, card: dict) -> xr.DataArray:
-    """``da`` with exactly the card's bands in the card's order, or a clear error."""
-    want = [b["name"] for b in card["bands"]]
+    """``da`` with exactly the card's bands in the card's order, or a clear error.
+
+    Data whose bands carry no names (``band_1`` ... ``band_N``, what a file without band
+    descriptions gives) and whose count equals the model's is taken to be in the model's band
+    order, with a warning saying so; a different count is an error."""
+    if not isinstance(card.get("bands"), list) or not card["bands"]:
+        raise CheckpointError("the model's card lists no bands ('bands' missing or empty), so eossl cannot "
+                              "tell which input channels it expects; the checkpoint is damaged or not "
+                              "eossl's: load a foreign state dict with eossl.load_model(path, bands=[...])")
+    want = [b["name"] if isinstance(b, dict) else str(b) for b in card["bands"]]
     have = da["band"].values.tolist()
     if have == want:
         return da
     missing = [b for b in want if b not in have]
+    unnamed = have == [f"band_{i + 1}" for i in range(len(have))]
+    if missing and unnamed and len(have) == len(want):
+        warnings.warn(f"the data's {len(have)} bands have no names; using them as the model's bands in "
+                      f"its order {want}. Name them (open with bands=[...]) to silence this", stacklevel=3)
+        return da.assign_coords(band=want)
     if missing:
         hint = ""
-        if len(have) == len(want) and all(str(b).startswith("band_") for b in have):
-            hint = (f" The data's bands have no names; if they are the model's bands in its order, "
-                    f"name them: da.assign_coords(band={want})")
+        if unnamed:
+            hint = (f" The data's bands have no names and their count ({len(have)}) differs from the "
+                    f"model's ({len(want)}), so they cannot be the model's bands")
         raise CheckpointError(
             f"the model was trained on bands {want} but the data has {have}; missing {missing}. "
             "Give data with those bands (or open it with bands=[...] naming them)." + hint)
@@ -210,15 +224,23 @@ def embed(model, data, *, batch_size: int = 64, window: int | None = None, devic
         on_mismatch: data in other units than the card's: ``"convert"``, ``"warn"`` or ``"error"``
             (default: what the card says).
     """
+    batch_size = check.integer("batch_size", batch_size, minimum=1)
+    window = None if window is None else check.integer("window", window, minimum=1)
+    check.choice("on_mismatch", on_mismatch, (None, "convert", "warn", "error"))
+    dev = resolve_device(device)
     encoder, card = _encoder_and_card(model)
     if isinstance(data, xr.Dataset):
+        if "image" not in data:
+            raise DataError(f"embed needs a DataArray or a Dataset with an 'image' variable; this Dataset "
+                            f"has {list(data.data_vars)}")
         data = data["image"]
     if not isinstance(data, xr.DataArray) or "band" not in data.dims:
         raise DataError("embed needs a DataArray with a 'band' dimension (chips, scene or stack)")
+    if 0 in data.shape:
+        raise DataError(f"embed got an empty array (sizes {dict(data.sizes)}); nothing to embed")
     da = match_bands(data, card)
     if check_values:
         card = units_guard(da, card, on_mismatch=on_mismatch)
-    dev = resolve_device(device)
     mean, std = card["normalization"]["mean"], card["normalization"]["std"]
     nodata = da.attrs.get("nodata")
 

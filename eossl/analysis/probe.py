@@ -13,7 +13,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from eossl.errors import DataError
+from eossl.errors import DataError, ParameterError
+from eossl import validate as check
 
 
 def band_statistics(chips: xr.DataArray) -> xr.DataArray:
@@ -51,7 +52,12 @@ def knn_accuracy(emb: xr.DataArray, labels=None, k: int = 5, folds: int = 5, met
     X = emb.transpose(emb.dims[0], "dim").values.astype("float64")
     if not np.isfinite(X).all():
         raise DataError("embeddings contain NaN; drop those samples first")
+    k = check.integer("k", k, minimum=1)
+    folds = check.integer("folds", folds, minimum=2)
     counts = pd.Series(y).value_counts()
+    if len(counts) < 2:  # every prediction would be right: an accuracy of 1.0 that means nothing
+        raise DataError(f"the labels hold a single class ({counts.index[0]!r}); kNN accuracy needs "
+                        "at least two classes")
     folds = int(min(folds, counts.min()))
     if folds < 2:
         raise DataError(f"class {counts.idxmin()!r} has a single example; kNN accuracy needs at "
@@ -249,8 +255,17 @@ def probe(emb: xr.DataArray, labels=None, shots=(1, 5, 10), repeats: int = 10, k
     if split == "blocked" and block is None:
         raise DataError("split='blocked' needs block=...: the block side (patches on a grid, coordinate "
                         "units for chips) or one block id per sample")
+    repeats = check.integer("repeats", repeats, minimum=1)
+    k = check.integer("k", k, minimum=1)
+    shots = [shots] if isinstance(shots, (int, np.integer)) else list(shots)
+    if not shots:
+        raise ParameterError("shots is empty: give one or more label counts per class, e.g. shots=[1, 5, 10]")
+    shots = [check.integer("shots", n, minimum=1) for n in shots]
     X, y, groups = _probe_samples(emb, labels, block if split == "blocked" else None)
     all_classes = np.unique(y)
+    if len(all_classes) < 2:
+        raise DataError(f"the labels hold {len(all_classes)} class(es) {all_classes.tolist()}; a probe "
+                        "needs at least two classes")
     rng = np.random.default_rng(seed)
     rows, class_rows = [], []
     for n in shots:

@@ -59,6 +59,10 @@ def finetune_classification(model, data, labels=None, *, shots: int | None = Non
                             augment: bool = True, encoder=None, out=None, overwrite: bool = False,
                             device: str = "auto", seed: int = 0) -> FinetuneRun:
     """Train a classifier on labeled chips; see :func:`eossl.finetune` for the arguments."""
+    cfg = LoopConfig(steps=steps, batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale,
+                     loss=loss, class_weight=class_weight, train=train, last_blocks=last_blocks,
+                     augment=augment, seed=seed)
+    dev = resolve_device(device)
     out = check_out(out, overwrite)
     chips = chips_of(data)
     y_raw = labels_of(chips, labels)
@@ -71,10 +75,6 @@ def finetune_classification(model, data, labels=None, *, shots: int | None = Non
     x = torch.from_numpy(np.nan_to_num(model_values(chips, base_card, band_axis=1)))  # (N, C, H, W)
     y = torch.from_numpy(index).long()
     ft = build(enc, "classification", len(classes))
-    cfg = LoopConfig(steps=steps, batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale,
-                     loss=loss, class_weight=class_weight, train=train, last_blocks=last_blocks,
-                     augment=augment, seed=seed)
-    dev = resolve_device(device)
     history = train_loop(ft, x[train_idx], y[train_idx], cfg, dev, desc=f"finetune classification ({train})")
     pred = _logits(ft, x[test_idx], dev).argmax(1).numpy()
     metrics = metrics_table(index[test_idx], pred, names)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import xarray as xr
 
 from eossl.data.normalize import nodata_to_nan, normalize_array, stats_of
-from eossl.errors import CheckpointError, DataError
+from eossl import validate as check
+from eossl.errors import CheckpointError, DataError, ParameterError
 from eossl.finetune.heads import FinetuneModel, set_trainable
 from eossl.models.backbones import Encoder
 from eossl.progress import progress
@@ -163,6 +164,7 @@ def draw(index: np.ndarray, shots: int | None, classes, names, rng, test_fractio
     train (``None``: ``1 - test_fraction`` of each class); the rest of the labeled items are scored.
     A budget that leaves a class without any held-out item is an error, not a silent cap.
     """
+    test_fraction = check.number("test_fraction", test_fraction, above=0, below=1)
     train, test = [], []
     for k, name in enumerate(names):
         items = np.flatnonzero(index == k)
@@ -252,6 +254,16 @@ class LoopConfig:
     last_blocks: int = 1
     augment: bool = True      # flips and 90-degree turns when the encoder learns
     seed: int = 0
+
+    def __post_init__(self):
+        # checked where finetune_* enter, so a bad value fails before the encoder is loaded
+        self.steps = check.integer("steps", self.steps, minimum=1)
+        self.batch_size = check.integer("batch_size", self.batch_size, minimum=1)
+        self.lr = check.number("lr", self.lr, above=0)
+        self.encoder_lr_scale = check.number("encoder_lr_scale", self.encoder_lr_scale, minimum=0)
+        self.weight_decay = check.number("weight_decay", self.weight_decay, minimum=0)
+        self.last_blocks = check.integer("last_blocks", self.last_blocks, minimum=0)
+        self.seed = check.integer("seed", self.seed, minimum=0)
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, dense: bool, gen: torch.Generator):
@@ -448,6 +460,9 @@ def check_out(out, overwrite: bool) -> Path | None:
     if out is None:
         return None
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"out={str(out)!r} is an existing file, not a folder; a fine-tuning run writes a "
+                             "folder (checkpoint, history, metrics). Choose another path (the file was left as it is)")
     if (out / "checkpoint" / CHECKPOINT_FILE).exists() and not overwrite:
         raise CheckpointError(f"{out} already holds a checkpoint; choose another out folder or pass "
                               "overwrite=True (nothing was overwritten)")

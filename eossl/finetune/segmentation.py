@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from eossl import validate as check
 from eossl.errors import DataError
 from eossl.finetune.heads import build
 from eossl.finetune.loop import (FinetuneRun, LoopConfig, base_of, check_grid, check_out, class_map,
@@ -75,6 +76,14 @@ def fit_dense(task: str, model, inputs, lab: xr.DataArray, *, shots, classes, ig
     """Shared by segmentation and change detection. ``inputs(card)`` gives the training inputs,
     normalised as the card says: (T, C, H, W) for segmentation (T dates sharing one label raster)
     or (1, 2, C, H, W) for a pair. (A callable: a random base's statistics exist only here.)"""
+    cfg = LoopConfig(steps=steps, batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale,
+                     loss=loss, class_weight=class_weight, train=train, last_blocks=last_blocks,
+                     augment=augment, seed=seed)
+    dev = resolve_device(device)
+    if window is not None:
+        window = check.integer("window", window, minimum=1)
+    if stride is not None:
+        stride = check.integer("stride", stride, minimum=1)
     out = check_out(out, overwrite)
     enc, base_card, base_path = base_of(model, random_data, encoder, seed)
     arr = inputs(base_card)
@@ -111,12 +120,8 @@ def fit_dense(task: str, model, inputs, lab: xr.DataArray, *, shots, classes, ig
     y = torch.from_numpy(np.stack(ys))  # (N, wy, wx)
 
     ft = build(enc, task, len(classes), head)
-    cfg = LoopConfig(steps=steps, batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale,
-                     loss=loss, class_weight=class_weight, train=train, last_blocks=last_blocks,
-                     augment=augment, seed=seed)
     ft.card = make_card(task, base_card, base_path, ft, classes, names, cfg, shots=shots,
                         window=[wy, wx], ignored=[int(v) if isinstance(v, (int, np.integer)) else v for v in ignored])
-    dev = resolve_device(device)
     history = train_loop(ft, x, y, cfg, dev, desc=f"finetune {task} ({train})")
 
     # Score the tiled whole-scene prediction on the held-out labeled pixels (of every date).

@@ -13,6 +13,8 @@ import timm
 import torch
 from torch import nn
 
+from eossl.errors import ParameterError
+
 # Short names -> timm architectures. Sizes are overridable (patch_size, img_size, depth, ...).
 ALIASES = {
     "vit_tiny": "vit_tiny_patch16_224",
@@ -49,7 +51,9 @@ class Encoder(nn.Module):
                     arch, pretrained=False, in_chans=in_chans, img_size=img_size, patch_size=patch_size,
                     num_classes=0, global_pool="avg", fc_norm=False, dynamic_img_size=True, **timm_kwargs)
             except RuntimeError as err:
-                raise ValueError(f"unknown encoder {name!r}: {err}; try one of {available_encoders()}") from None
+                raise ParameterError(f"unknown encoder {name!r}: {err}; try one of {available_encoders()}") from None
+            except TypeError as err:  # a setting timm's model does not take
+                raise ParameterError(f"encoder {name!r}: {err}") from None
             self.patch_size = patch_size
             self.num_prefix_tokens = self.model.num_prefix_tokens
         else:
@@ -57,7 +61,9 @@ class Encoder(nn.Module):
                 self.model = timm.create_model(arch, pretrained=False, in_chans=in_chans,
                                                num_classes=0, **timm_kwargs)
             except RuntimeError as err:
-                raise ValueError(f"unknown encoder {name!r}: {err}; try one of {available_encoders()}") from None
+                raise ParameterError(f"unknown encoder {name!r}: {err}; try one of {available_encoders()}") from None
+            except TypeError as err:  # a setting timm's model does not take
+                raise ParameterError(f"encoder {name!r}: {err}") from None
             self.patch_size = self.model.feature_info[-1]["reduction"]  # output stride, e.g. 32
             self.num_prefix_tokens = 0
         self.dim = self.model.num_features

@@ -22,7 +22,9 @@ Each method module exposes ``METHODS = {name: (class, one-line description, defa
 from __future__ import annotations
 
 import importlib
+import inspect
 
+from eossl.errors import ParameterError
 from eossl.models.backbones import Encoder
 
 # Modules that define methods; each has a METHODS dict.
@@ -52,13 +54,21 @@ def default_encoder(method: str) -> dict:
 
 def _check(method: str):
     registry = _registry()
-    if method not in registry:
-        raise ValueError(f"unknown SSL method {method!r}; available: {sorted(registry)}")
+    if not isinstance(method, str) or method not in registry:
+        raise ParameterError(f"unknown SSL method {method!r}; available: {sorted(registry)} (eossl.methods())")
     return registry[method]
 
 
 def build_method(method: str, encoder_spec: dict, method_config: dict | None = None):
     """Build an SSL method module around a freshly initialised encoder."""
     cls = _check(method)[0]
+    method_config = dict(method_config or {})
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = sorted(k for k in params if k not in ("self", "encoder"))
+        unknown = sorted(set(method_config) - set(known))
+        if unknown:  # a typo would otherwise surface as a TypeError from the method's __init__
+            raise ParameterError(f"{method}: unknown setting(s) {unknown}; {method} takes {known} "
+                                 "(other keyword arguments of pretrain go to the method)")
     encoder = Encoder(**encoder_spec)
-    return cls(encoder, **(method_config or {}))
+    return cls(encoder, **method_config)

@@ -25,7 +25,8 @@ import xarray as xr
 from eossl.data.normalize import stats_of
 from eossl.data.patches import PatchSampler, align_bands
 from eossl.data.units import DN_SCALE, guess_units, normalise_units
-from eossl.errors import CheckpointError, DataError
+from eossl import validate as check
+from eossl.errors import CheckpointError, DataError, ParameterError
 from eossl.models.registry import build_method, default_encoder, method_class
 from eossl.progress import enabled as progress_enabled
 from eossl.progress import progress
@@ -70,11 +71,33 @@ class PretrainConfig:
     recipe: str | None = None  # the recipe these settings came from (None: chosen by hand)
 
     def __post_init__(self):
+        # Every value is checked here, where configs, the CLI and pretrain() all pass, so a bad one
+        # is refused with its name before any data is read (not as a numpy / torch error at step 1).
         if (self.steps is None) == (self.minutes is None):
-            raise ValueError("give either steps or minutes (a step count or a wall-clock budget), "
-                             f"not {'both' if self.steps is not None else 'neither'}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise ValueError(f"minutes must be a positive number, not {self.minutes!r}")
+            raise ParameterError("give either steps or minutes (a step count or a wall-clock budget), "
+                                 f"not {'both' if self.steps is not None else 'neither'}")
+        if self.steps is not None:
+            self.steps = check.integer("steps", self.steps, minimum=0)  # 0: random weights, saved
+        if self.minutes is not None:
+            self.minutes = check.number("minutes", self.minutes, above=0)
+        self.batch_size = check.integer("batch_size", self.batch_size, minimum=1)
+        self.lr = check.number("lr", self.lr, above=0)
+        self.min_lr = check.number("min_lr", self.min_lr, minimum=0)
+        self.warmup_steps = check.integer("warmup_steps", self.warmup_steps, minimum=0)
+        self.weight_decay = check.number("weight_decay", self.weight_decay, minimum=0)
+        self.grad_clip = check.number("grad_clip", self.grad_clip, minimum=0)
+        self.img_size = check.integer("img_size", self.img_size, minimum=2)
+        self.max_invalid = check.number("max_invalid", self.max_invalid, minimum=0, below=1)
+        self.checkpoint_every = check.integer("checkpoint_every", self.checkpoint_every, minimum=1)
+        self.seed = check.integer("seed", self.seed, minimum=0)
+        self.num_workers = check.integer("num_workers", self.num_workers, minimum=0)
+        check.device(self.device)
+        check.choice("balance", self.balance, ("pixels", "sources"))
+        check.choice("readout", self.readout, READOUTS)
+        if not isinstance(self.method, str):
+            raise ParameterError(f"method must be a method name (see eossl.methods()), not {self.method!r}")
+        if not isinstance(self.method_config, dict):
+            raise ParameterError(f"method_config must be a mapping of method settings, not {self.method_config!r}")
 
     def lr_at(self, step: int, progress: float | None = None) -> float:
         """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr``. ``progress`` in
@@ -161,7 +184,8 @@ class PretrainRun:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks cuda, then Apple mps, then cpu."""
+    """'auto' picks cuda, then Apple mps, then cpu; anything else must be a device this machine has."""
+    check.device(device)
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -171,9 +195,23 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def check_out_folder(out) -> Path:
+    """``out`` as a run folder path: refused when it is an existing file (a run is a folder)."""
+    if not isinstance(out, (str, Path)) or not str(out):
+        raise ParameterError(f"out must be a folder path for the run, not {out!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"out={str(out)!r} is an existing file, not a folder; a run writes a folder "
+                             "(checkpoint, history, config). Choose another path (the file was left as it is)")
+    return out
+
+
 def training_arrays(data) -> list[xr.DataArray]:
     """Accept a DataArray, a Dataset (its ``image`` variable) or a list of them."""
     items = list(data) if isinstance(data, (list, tuple)) else [data]
+    if not items:
+        raise DataError("no data to train on (an empty list); give a DataArray or a list of them "
+                        "(from eossl.open_scene, open_stack, open_chips or load_sample)")
     out = []
     for item in items:
         if isinstance(item, xr.Dataset):
@@ -264,7 +302,7 @@ class Trainer:
     """Runs one pretraining; :func:`pretrain` is the friendly front door."""
 
     def __init__(self, data, config: PretrainConfig, out, callbacks=(), resume: bool = True):
-        self.config, self.out = config, Path(out)
+        self.config, self.out = config, check_out_folder(out)
         self.callbacks = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in callbacks]
         self.stop_requested = False
         self.device = resolve_device(config.device)
@@ -549,16 +587,20 @@ def pretrain(data, method: str | None = None, *, steps: int | None = None, minut
     Under ``torchrun`` every process runs this same call; ``batch_size`` is per process.
     """
     if steps is not None and minutes is not None:
-        raise ValueError(f"give steps or minutes, not both (got steps={steps}, minutes={minutes}): "
+        raise ParameterError(f"give steps or minutes, not both (got steps={steps}, minutes={minutes}): "
                          "steps counts optimiser steps, minutes is a wall-clock budget")
     if steps is None and minutes is None:
         steps = 200
+    # the budget first: the recipe and the warm-up are derived from it
+    steps = None if steps is None else check.integer("steps", steps, minimum=0)
+    minutes = None if minutes is None else check.number("minutes", minutes, above=0)
+    check_out_folder(out)
     chosen = {}
     if method is None or recipe is not None:
         from eossl.train.recipes import resolve_recipe
         chosen = resolve_recipe(training_arrays(data), recipe, minutes)
         if method is not None and method != chosen["method"]:
-            raise ValueError(f"recipe {chosen['recipe']!r} is for method {chosen['method']!r}, not {method!r}; "
+            raise ParameterError(f"recipe {chosen['recipe']!r} is for method {chosen['method']!r}, not {method!r}; "
                              "name one or the other")
         method = chosen["method"]
         method_config = {**chosen["method_config"], **method_config}
@@ -583,6 +625,4 @@ def pretrain(data, method: str | None = None, *, steps: int | None = None, minut
                             weight_decay=weight_decay, grad_clip=grad_clip, tensorboard=tensorboard,
                             warmup_steps=warmup_steps, balance=pick(balance, "balance", "pixels"),
                             readout=pick(readout, "readout", "mean"), recipe=chosen.get("recipe"))
-    if config.readout not in READOUTS:
-        raise ValueError(f"readout must be one of {READOUTS}, not {config.readout!r}")
     return Trainer(data, config, out, callbacks=callbacks, resume=resume).fit()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from eossl.errors import DataError
+from eossl.errors import DataError, ParameterError
 
 # What each recipe reached in benchmarks/bench_quality.py on the 199 EuroSAT-MS chips (logistic
 # probe, 5 labels per class, 10 draws): written here by hand from the benchmark's table, so that
@@ -89,7 +89,7 @@ def resolve_recipe(arrays, name: str | None = None, minutes: float | None = None
     """
     name = name or default_recipe_name(minutes)
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; available: {sorted(RECIPES)} (see eossl.recipes())")
+        raise ParameterError(f"unknown recipe {name!r}; available: {sorted(RECIPES)} (see eossl.recipes())")
     r = {k: (dict(v) if isinstance(v, dict) else v) for k, v in RECIPES[name].items()
          if k not in ("description", "benchmark")}
     patch = r["encoder"]["patch_size"]
