@@ -15,11 +15,13 @@ MAX_PIXELS = 2_000_000  # per band: enough for 3-digit precision, cheap on a lar
 
 
 def nodata_to_nan(values: np.ndarray, nodata) -> np.ndarray:
-    """``values`` with the nodata value replaced by NaN (unchanged when nodata is None or NaN).
-    ``values`` must already be a float array."""
+    """``values`` with the nodata value and every non-finite value (+-inf) replaced by NaN, so all
+    invalid pixels look alike to statistics, sampling and embedding. ``values`` must already be a
+    float array; it is returned as it is when every value is valid."""
+    invalid = np.isinf(values)
     if nodata is not None and not np.isnan(nodata):
-        return np.where(values == nodata, np.nan, values)
-    return values
+        invalid |= values == nodata
+    return np.where(invalid, np.nan, values) if invalid.any() else values
 
 
 def band_stats(data, max_pixels: int = MAX_PIXELS, seed: int = 0) -> xr.Dataset:

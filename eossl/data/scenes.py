@@ -115,12 +115,37 @@ def _read(path, chunks=None) -> xr.DataArray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             da = rioxarray.open_rasterio(src, chunks=chunks, masked=False)
+        with rasterio.open(src) as ds:
+            _check_complete(ds, src)
     except (RasterioIOError, rasterio.errors.RasterioError) as err:
         raise DataError(f"{src}: not a raster that GDAL can read ({err}). "
                         "eossl opens GeoTIFF/COG, ENVI (.hdr + data) and other GDAL formats.") from None
     if isinstance(da, list) or "band" not in da.dims:
         raise DataError(f"{src}: holds several subdatasets; open one of them")
     return da
+
+
+def _check_complete(ds, src: str) -> None:
+    """Refuse a (local) TIFF whose image blocks run past the end of the file: a truncated copy
+    (an interrupted download or copy) opens fine and only fails when its pixels are read, which
+    for a lazy scene is deep inside pretrain or embed. Reads the block index, not the pixels."""
+    if ds.driver != "GTiff" or "://" in src or not Path(src).is_file():
+        return
+    size = Path(src).stat().st_size
+    block_h, block_w = ds.block_shapes[0]
+    rows, cols = -(-ds.height // block_h), -(-ds.width // block_w)
+    corners = {(0, 0), (rows - 1, cols - 1), (rows - 1, 0), (0, cols - 1)}
+    blocks = [(r, c) for r in range(rows) for c in range(cols)] if rows * cols <= 4096 else sorted(corners)
+    for band in sorted({1, ds.count}):
+        for r, c in blocks:
+            offset = ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=band)
+            length = ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=band)
+            if offset is None or length is None:
+                return  # GDAL does not expose the index for this layout: nothing to check
+            if int(offset) + int(length) > size:
+                raise DataError(f"{src}: truncated file: its image data runs to byte "
+                                f"{int(offset) + int(length):,} but the file has {size:,} bytes (an "
+                                "interrupted download or copy?). Fetch or copy it again")
 
 
 def _file_metadata(src: str) -> dict:
