@@ -39,10 +39,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -50,6 +47,7 @@ import yaml
 from eossl.errors import DataError, EosslError
 
 DATA_KINDS = ("sample", "chips", "scene", "stack")
+FLOAT_KEYS = {"lr", "min_lr", "weight_decay", "grad_clip", "minutes", "max_invalid"}
 
 
 def load_data(spec):
@@ -93,6 +91,14 @@ def read_config(path) -> dict:
         raise EosslError(f"{path}: unknown key(s) {unknown}; known keys: {sorted(known)}")
     if "data" not in config:
         raise EosslError(f"{path}: no 'data' entry (e.g. data: {{sample: eurosat_ms}})")
+    for key in FLOAT_KEYS & set(config):
+        # YAML 1.1 reads 1e-3 (no dot) as text; a number is what was meant. Other text (lr: fast)
+        # stays text and pretrain refuses it, naming the key.
+        if isinstance(config[key], str):
+            try:
+                config[key] = float(config[key])
+            except ValueError:
+                pass
     return config
 
 
@@ -164,38 +170,19 @@ def open_data(arg: str):
     return eossl.open_scene(path)
 
 
-def _atomic_dir_replace(write, path: Path) -> None:
-    """``write(tmp)`` into a temporary folder beside ``path``, then swap it in; a failure leaves
-    any previous ``path`` as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    old = path.with_name(f".{path.name}.old")
-    try:
-        shutil.rmtree(tmp)
-        write(tmp)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not path.exists():
-            os.replace(old, path)  # put the good copy back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def save_embeddings_any(emb, path) -> Path:
-    """Write embeddings to ``.nc`` (netCDF) or ``.zarr`` atomically (temp + rename)."""
-    from eossl.analysis.io import _JSON_PREFIX, save_embeddings
+def save_embeddings_any(emb, path, overwrite: bool = False) -> Path:
+    """Write embeddings to ``.nc`` (netCDF) or ``.zarr`` atomically (temp + rename), under the one
+    write rule of :mod:`eossl.outputs` (the same check :func:`eossl.save_embeddings` makes)."""
+    from eossl.analysis.io import encoded_attrs, save_embeddings
+    from eossl.outputs import atomic_write_dir, claim_output
     path = Path(path)
     if path.suffix == ".nc":
-        return save_embeddings(emb, path)
+        return save_embeddings(emb, path, overwrite=overwrite)
     if path.suffix != ".zarr":
         raise EosslError(f"--out {path}: give a .nc or .zarr path")
+    claim_output(path, overwrite=overwrite, kind="dir", what="embeddings store", option="--overwrite")
     out = emb.copy()
-    # the same attribute encoding as save_embeddings, so eossl.open_embeddings reads both
-    out.attrs = {k: (v if isinstance(v, (str, int, float)) else _JSON_PREFIX + json.dumps(v))
-                 for k, v in emb.attrs.items() if v is not None}
+    out.attrs = encoded_attrs(emb)  # the same encoding as save_embeddings: open_embeddings reads both
     import importlib.util
     if importlib.util.find_spec("zarr") is None:
         raise EosslError(f"--out {path}: writing Zarr needs the zarr package: pip install "
@@ -203,12 +190,12 @@ def save_embeddings_any(emb, path) -> Path:
     ds = out.to_dataset(name=emb.name or "embedding")
     # Zarr format 2: read by zarr 2 and 3 and other libraries, and it specifies text coordinates
     # (chip labels, file names), which format 3 does not yet
-    _atomic_dir_replace(lambda tmp: ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True), path)
+    atomic_write_dir(path, lambda tmp: ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True))
     return path
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    from eossl.train.checkpoint import atomic_write_bytes
+    from eossl.outputs import atomic_write_bytes
     atomic_write_bytes(Path(path), text.encode())
 
 
@@ -222,12 +209,18 @@ def _load_model(args):
 
 def cmd_embed(args) -> int:
     import eossl
+    from eossl.outputs import claim_output
     out = Path(args.out)
     if out.suffix not in (".nc", ".zarr"):
         raise EosslError(f"--out {out}: give a .nc or .zarr path")
-    model = _load_model(args)
     source = Path(args.data)
-    if out.suffix == ".zarr" and source.exists() and not _is_chip_folder(source):
+    scene_to_zarr = out.suffix == ".zarr" and source.exists() and not _is_chip_folder(source)
+    # before any work: is --out a place eossl may write? (embed_to_zarr checks its own store)
+    if not scene_to_zarr:
+        claim_output(out, overwrite=args.overwrite, kind="dir" if out.suffix == ".zarr" else "file",
+                     what="embeddings " + ("store" if out.suffix == ".zarr" else "file"), option="--overwrite")
+    model = _load_model(args)
+    if scene_to_zarr:
         # A scene file into Zarr: chunk by chunk, never the whole scene in memory; resumable, and a
         # store of another model or scene is refused unless --overwrite
         emb = eossl.embed_to_zarr(model, str(source), out, chunk=args.chunk, batch_size=args.batch_size,
@@ -236,7 +229,7 @@ def cmd_embed(args) -> int:
     else:
         data = open_data(args.data)
         emb = eossl.embed(model, data, batch_size=args.batch_size, window=args.window, device=args.device)
-        save_embeddings_any(emb, out)
+        save_embeddings_any(emb, out, overwrite=args.overwrite)
     print(f"embeddings {dict(emb.sizes)} -> {out}")
     return 0
 
@@ -282,6 +275,9 @@ def _labels_for(emb, arg: str):
 
 def cmd_evaluate(args) -> int:
     import eossl
+    from eossl.outputs import claim_output
+    if args.out:  # before any work: may the table be written there?
+        claim_output(args.out, overwrite=args.overwrite, kind="file", what="probe table", option="--overwrite")
     source = Path(args.model)
     if _is_embeddings(source):
         if not source.exists():
@@ -308,6 +304,37 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (batch sizes, chunks, windows, repeats)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _model_options(p):
     g = p.add_argument_group("foreign checkpoints (torchgeo / timm / SSL4EO-S12 state dicts)")
     g.add_argument("--encoder", help="architecture, e.g. resnet50 or vit_small_patch16_224 (default: "
@@ -332,8 +359,8 @@ def main(argv=None) -> int:
     p.add_argument("config", help="YAML config (see `python -m eossl pretrain --help`)")
     p.add_argument("--out", help="run folder (overrides the config)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="training steps (overrides the config's budget)")
-    budget.add_argument("--minutes", type=float,
+    budget.add_argument("--steps", type=_non_negative_int, help="training steps (overrides the config's budget)")
+    budget.add_argument("--minutes", type=_positive_float,
                         help="wall-clock budget in minutes (overrides the config's budget)")
     p.add_argument("--device", help="auto, cpu, cuda, mps (overrides the config)")
     p.set_defaults(func=cmd_pretrain)
@@ -343,13 +370,14 @@ def main(argv=None) -> int:
     e.add_argument("model", help="eossl run folder / checkpoint, or a .safetensors / .pt / .pth file")
     e.add_argument("data", help="chip folder, scene file / band folder, or a bundled sample name")
     e.add_argument("--out", required=True, help="output: .nc (netCDF) or .zarr")
-    e.add_argument("--window", type=int, help="scene tile size in pixels (default: the model's)")
-    e.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    e.add_argument("--window", type=_positive_int, help="scene tile size in pixels (default: the model's)")
+    e.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    e.add_argument("--chunk", type=int, default=2048,
+    e.add_argument("--chunk", type=_positive_int, default=2048,
                    help="scene -> .zarr: output chunk in pixels (memory per chunk; eossl.embed_to_zarr)")
     e.add_argument("--overwrite", action="store_true",
-                   help="scene -> .zarr: replace a store written for another model or scene")
+                   help="replace an --out file eossl did not write, or a store written for another model "
+                        "or scene (a folder holding other files is never deleted)")
     _model_options(e)
     e.set_defaults(func=cmd_embed)
     v = sub.add_parser("evaluate", help="few-label kNN / logistic probes of embeddings or a model",
@@ -358,12 +386,13 @@ def main(argv=None) -> int:
     v.add_argument("model", metavar="EMB_OR_MODEL", help="embeddings (.nc / .zarr) or a model")
     v.add_argument("labels", metavar="LABELLED_DATA",
                    help="labelled chips (folder or sample name), or a CSV with a 'label' column for embeddings")
-    v.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10], help="labels per class")
-    v.add_argument("--repeats", type=int, default=10, help="random draws per row")
-    v.add_argument("--k", type=int, default=5, help="kNN neighbours")
+    v.add_argument("--shots", type=_positive_int, nargs="+", default=[1, 5, 10], help="labels per class")
+    v.add_argument("--repeats", type=_positive_int, default=10, help="random draws per row")
+    v.add_argument("--k", type=_positive_int, default=5, help="kNN neighbours")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", help="also write the table as CSV")
-    v.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    v.add_argument("--overwrite", action="store_true", help="replace an --out file eossl did not write")
+    v.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
     v.add_argument("--device", default="auto")
     _model_options(v)
     v.set_defaults(func=cmd_evaluate)

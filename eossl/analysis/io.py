@@ -3,38 +3,36 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import xarray as xr
 
 from eossl.errors import DataError
-from eossl.train.checkpoint import _umask_mode
+from eossl.outputs import OUTPUT_MARKER, atomic_write_file, claim_output
 
 _JSON_PREFIX = "json:"
 
 
-def save_embeddings(emb: xr.DataArray, path) -> Path:
+def encoded_attrs(emb: xr.DataArray) -> dict:
+    """``emb``'s attributes as netCDF / Zarr can hold them (lists and dicts as JSON), with eossl's
+    output marker, so :func:`open_embeddings` restores them and the write rule knows the file."""
+    attrs = {k: (v if isinstance(v, (str, int, float)) else _JSON_PREFIX + json.dumps(v))
+             for k, v in emb.attrs.items() if v is not None}
+    attrs[OUTPUT_MARKER] = "embeddings"
+    return attrs
+
+
+def save_embeddings(emb: xr.DataArray, path, overwrite: bool = False) -> Path:
     """Write embeddings to a netCDF file (atomically: a failed write leaves any old file whole).
 
-    Attributes that netCDF cannot hold (lists, dicts) are stored as JSON and restored by
-    :func:`open_embeddings`.
+    Embeddings eossl saved before at ``path`` are replaced; any other file there only with
+    ``overwrite=True``; a folder never (see :mod:`eossl.outputs`). Attributes that netCDF cannot
+    hold (lists, dicts) are stored as JSON and restored by :func:`open_embeddings`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = claim_output(path, overwrite=overwrite, kind="file", what="embeddings file")
     out = emb.copy()
-    out.attrs = {k: (v if isinstance(v, (str, int, float)) else _JSON_PREFIX + json.dumps(v))
-                 for k, v in emb.attrs.items() if v is not None}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        out.to_dataset(name=emb.name or "embedding").to_netcdf(tmp)
-        os.chmod(tmp, _umask_mode())  # mkstemp's file is owner-only; give the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    out.attrs = encoded_attrs(emb)
+    atomic_write_file(path, lambda tmp: out.to_dataset(name=emb.name or "embedding").to_netcdf(tmp))
     return path
 
 
@@ -49,5 +47,5 @@ def open_embeddings(path) -> xr.DataArray:
         raise DataError(f"{path}: expected one embeddings variable, found {list(ds.data_vars)}")
     da = ds[list(ds.data_vars)[0]]
     da.attrs = {k: json.loads(v[len(_JSON_PREFIX):]) if isinstance(v, str) and v.startswith(_JSON_PREFIX)
-                else v for k, v in da.attrs.items()}
+                else v for k, v in da.attrs.items() if k != OUTPUT_MARKER}
     return da

@@ -39,7 +39,9 @@ import xarray as xr
 
 from eossl.analysis.embed import _encoder_and_card, _grid_to_xarray, check_units, match_bands, units_guard
 from eossl.data.normalize import nodata_to_nan, normalize_array
+from eossl import validate as check
 from eossl.errors import DataError
+from eossl.outputs import OUTPUT_MARKER, is_eossl_output
 from eossl.progress import progress
 from eossl.train.loop import resolve_device
 
@@ -296,17 +298,21 @@ def _prepare_store(path: Path, meta: dict, overwrite: bool) -> bool:
     old = _stored_meta(path)
     if old == meta:
         return True
-    if overwrite:
-        shutil.rmtree(path)
+    if overwrite and (old is not None or is_eossl_output(path)):
+        shutil.rmtree(path)  # eossl's own store, for another job: replaced as asked
         return False
     if old is None:
-        why = "is a Zarr store that eossl.embed_to_zarr did not write"
+        why = ("is a Zarr store that eossl.embed_to_zarr did not write" +
+               ("" if is_eossl_output(path) else " and holds data that is not eossl's; eossl never deletes "
+                "it, even with overwrite=True"))
     else:
         differs = [k for k in ("model", "scene", "chunk", "overlap", "window") if old.get(k) != meta.get(k)]
         named = {"model": "another model (other weights or card)", "scene": "another scene (grid, bands or pixels)",
                  "chunk": f"chunk={old.get('chunk')}", "overlap": f"overlap={old.get('overlap')}",
                  "window": f"window={old.get('window')}"}
         why = "was written for " + ", ".join(named[k] for k in differs or ["model"])
+    if old is None and not is_eossl_output(path):
+        raise DataError(f"{path}: {why}. Nothing was changed; give another store path")
     raise DataError(f"{path}: {why}. Nothing was changed. To resume it, call again with the same model, "
                     "scene and settings; to replace it, pass overwrite=True; or give another store path")
 
@@ -320,6 +326,7 @@ def _create_store(path: Path, da: xr.DataArray, plan: _Plan, card: dict, dim: in
     template.attrs["bands"] = list(template.attrs["bands"])
     ds = template.to_dataset(name="embedding")
     ds.attrs["eossl"] = json.dumps(meta)
+    ds["embedding"].attrs[OUTPUT_MARKER] = "embeddings"
     # Zarr format 2: read by every Zarr and GDAL version, consolidated metadata included.
     ds.to_zarr(str(path), mode="w", compute=False, zarr_format=2, consolidated=True)
     group = zarr.open_group(str(path), mode="r+", zarr_format=2)
@@ -376,6 +383,12 @@ def embed_to_zarr(model, scene, store, *, chunk: int = 2048, overlap: int = 0, b
         The lazy ``(y, x, dim)`` embeddings read back from the store (``xr.open_zarr``), with the
         scene's CRS and a transform whose pixels are patches, as :func:`eossl.embed` gives.
     """
+    chunk = check.integer("chunk", chunk, minimum=1)
+    overlap = check.integer("overlap", overlap, minimum=0)
+    batch_size = check.integer("batch_size", batch_size, minimum=1)
+    window = None if window is None else check.integer("window", window, minimum=1)
+    if client is None:
+        resolve_device(device)  # a bad device fails now, not after the store is made
     if isinstance(scene, (str, Path)):
         from eossl.data.scenes import open_scene
         scene = open_scene(scene, chunks={"band": -1, "y": chunk, "x": chunk})

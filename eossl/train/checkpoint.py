@@ -15,8 +15,6 @@ checkpoint whole. No pickle is involved anywhere.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,33 +22,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from eossl.errors import CheckpointError
+from eossl.outputs import atomic_write_bytes, atomic_write_file, umask_mode  # noqa: F401 (re-exported)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CARD_FILE = "card.json"
 FORMAT = "eossl-checkpoint/1"
 
 
-def _umask_mode() -> int:
-    """The mode a normal open() would give (mkstemp makes files private to the owner)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, flush to disk, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _umask_mode() -> int:  # kept for callers of the old name
+    return umask_mode()
 
 
 def resolve(path) -> Path:
@@ -80,17 +60,9 @@ def save_checkpoint(folder, model: torch.nn.Module, card: dict, optimizer=None,
         meta["trainer"] = json.dumps(trainer_state)
         rng = torch.get_rng_state()
         tensors["rng.torch"] = rng
-    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_FILE}.", suffix=".tmp", dir=_mkdir(folder))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, folder / CHECKPOINT_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # to a temporary name, fsync, rename: a kill mid-write leaves the previous checkpoint whole,
+    # and the next save removes the killed write's temporary file
+    atomic_write_file(_mkdir(folder) / CHECKPOINT_FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
     atomic_write_bytes(folder / CARD_FILE, json.dumps(card, indent=2).encode())
     return folder / CHECKPOINT_FILE
 
@@ -98,6 +70,31 @@ def save_checkpoint(folder, model: torch.nn.Module, card: dict, optimizer=None,
 def _mkdir(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def check_card(card, file) -> dict:
+    """The parts of a card that loading and embedding rely on, or a :class:`CheckpointError`
+    naming what is missing (a hand-edited or foreign card fails here, not as a KeyError later)."""
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{file}: the card is not a mapping; the checkpoint is damaged")
+    problems = []
+    bands = card.get("bands")
+    if not isinstance(bands, list) or not bands or not all(isinstance(b, dict) and "name" in b for b in bands):
+        problems.append("'bands' (a list of {name: ...} entries) is missing or empty")
+    norm = card.get("normalization")
+    if not isinstance(norm, dict) or not all(isinstance(norm.get(k), list) for k in ("mean", "std")):
+        problems.append("'normalization' (per-band mean and std) is missing")
+    elif isinstance(bands, list) and bands and not len(norm["mean"]) == len(norm["std"]) == len(bands):
+        problems.append(f"'normalization' has {len(norm['mean'])} means and {len(norm['std'])} stds for "
+                        f"{len(bands)} bands")
+    if not isinstance(card.get("encoder"), dict) or "name" not in card["encoder"]:
+        problems.append("'encoder' (the architecture) is missing")
+    if not isinstance(card.get("method"), str):
+        problems.append("'method' is missing")
+    if problems:
+        raise CheckpointError(f"{file}: its card cannot be used: " + "; ".join(problems)
+                              + ". Use the checkpoint as eossl wrote it, or train again")
+    return card
 
 
 def read_checkpoint(path, *, optimizer: bool = False) -> dict:
@@ -125,6 +122,7 @@ def read_checkpoint(path, *, optimizer: bool = False) -> dict:
             raise
         raise CheckpointError(f"{file}: damaged or truncated checkpoint ({err}); "
                               "use an earlier copy or train again") from None
+    check_card(out["card"], file)
     return out
 
 
@@ -138,4 +136,8 @@ def read_card(path) -> dict:
         raise CheckpointError(f"{file}: damaged or truncated checkpoint ({err})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{file}: not an eossl checkpoint")
-    return json.loads(meta["card"])
+    try:
+        card = json.loads(meta.get("card", ""))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{file}: damaged checkpoint: its card is not JSON ({err})") from None
+    return check_card(card, file)

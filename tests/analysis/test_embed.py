@@ -301,10 +301,17 @@ def test_cards_without_units_skip_the_guard(model, chips):
     assert units_guard(few, model.card) is model.card  # same units: the card itself
 
 
-def test_unnamed_bands_get_a_hint(model, chips):
-    unnamed = chips.isel(sample=[0]).assign_coords(band=[f"band_{i + 1}" for i in range(13)])
-    with pytest.raises(CheckpointError, match=r"missing .*name them: da.assign_coords\(band="):
-        eossl.embed(model, unnamed)
+def test_unnamed_bands_of_the_right_count_are_taken_in_the_models_order(model, chips):
+    """A file without band descriptions (band_1 ... band_13) and as many bands as the model: go
+    ahead in the model's order, with a warning; another count stays an error."""
+    few = chips.isel(sample=[0, 1])
+    unnamed = few.assign_coords(band=[f"band_{i + 1}" for i in range(13)])
+    with pytest.warns(UserWarning, match="have no names; using them as the model's bands"):
+        out = eossl.embed(model, unnamed)
+    np.testing.assert_allclose(out.values, eossl.embed(model, few).values, atol=1e-6)
+    fewer = few.isel(band=slice(0, 12)).assign_coords(band=[f"band_{i + 1}" for i in range(12)])
+    with pytest.raises(CheckpointError, match=r"no names and their count \(12\) differs"):
+        eossl.embed(model, fewer)
 
 
 def test_sample_values_reads_a_strided_sample(slovenia):

@@ -118,7 +118,8 @@ def test_atomic_write_bytes_leaves_no_temp_file_on_failure(tmp_path, monkeypatch
     def boom(src, dst):
         raise OSError("rename failed (simulated)")
 
-    monkeypatch.setattr(ckpt_mod.os, "replace", boom)
+    import eossl.outputs as outputs_mod  # where atomic writes live (re-exported by checkpoint)
+    monkeypatch.setattr(outputs_mod.os, "replace", boom)
     with pytest.raises(OSError, match="simulated"):
         atomic_write_bytes(target, b"new")
     monkeypatch.undo()
