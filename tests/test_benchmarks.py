@@ -110,3 +110,11 @@ def test_bench_quality_prints_the_recipe_next_to_both_floors(tmp_path):
     again = _run("benchmarks/bench_quality.py", "--quick", "--repeats", "2", "--out", str(tmp_path),
                  "--skip-finetune")  # the finished run is reused, not retrained
     assert "| recipe, readout mean |" in again and "fine-tuning" not in again
+
+
+def test_bench_umap_prints_eossl_next_to_plain_umap_learn():
+    text = _run("benchmarks/bench_umap.py", "--quick", "--sizes", "800", "--plain-max", "800",
+                "--max-fit", "300")
+    assert "| points | vectors | method | seconds | kNN preservation |" in text
+    assert "| 800 | 800 real | eossl.umap (fit on 300, place 500) |" in text
+    assert "| 800 | 800 real | umap-learn on every point |" in text

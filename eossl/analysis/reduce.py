@@ -45,14 +45,48 @@ def pca_rgb(emb: xr.DataArray, percentiles=(2, 98)) -> xr.DataArray:
     return out
 
 
+# Above this many vectors UMAP is fitted on a well-spread subsample of this size and the rest are
+# placed with the fitted model (umap-learn's transform): a fit costs super-linear time and memory,
+# placing costs a neighbour search and a few epochs per point.
+FIT_AT_MOST = 20_000
+
+
+def spread_subsample(values: np.ndarray, n: int, seed: int = 0, groups: int = 256) -> np.ndarray:
+    """Indices of ``n`` rows of ``values`` that cover it: a coarse k-means (``groups`` clusters,
+    fitted on a random 20,000) splits the rows, and each cluster gets a share of the draw that
+    grows with the square root of its size, so rare kinds of patch (a road, a lake) are in the fit
+    and not only the field that covers half the scene. Sorted; all rows when ``n >= len(values)``."""
+    from sklearn.cluster import MiniBatchKMeans
+    total = len(values)
+    if n >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(seed)
+    groups = min(groups, max(1, n // 8))
+    fit_rows = values[rng.choice(total, min(total, 20_000), replace=False)]
+    km = MiniBatchKMeans(groups, random_state=seed, n_init=1, batch_size=4096).fit(fit_rows)
+    members = np.concatenate([km.predict(values[i:i + 200_000]) for i in range(0, total, 200_000)])  # (N,)
+    counts = np.bincount(members, minlength=groups)
+    share = np.sqrt(counts) / np.sqrt(counts).sum()
+    quota = np.minimum(counts, np.floor(share * n).astype(int))
+    while quota.sum() < n:  # hand the rounding remainder to clusters that still have rows
+        room = np.flatnonzero(quota < counts)
+        quota[rng.choice(room, min(len(room), n - quota.sum()), replace=False)] += 1
+    picks = [rng.choice(np.flatnonzero(members == g), q, replace=False) for g, q in enumerate(quota) if q]
+    return np.sort(np.concatenate(picks))
+
+
 def umap(emb: xr.DataArray, n_components: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
-         metric: str = "cosine", pca_dims: int | None = 50, seed: int = 0) -> xr.DataArray:
+         metric: str = "cosine", pca_dims: int | None = 50, seed: int = 0,
+         max_fit: int | None = FIT_AT_MOST, batch_size: int = 100_000) -> xr.DataArray:
     """UMAP (umap-learn) of embeddings -> ``(sample, component)``, keeping sample coordinates
     (e.g. ``label``). Grid embeddings ``(y, x, dim)`` are flattened to their valid patches, with
     ``y`` / ``x`` kept as coordinates.
 
     ``pca_dims``: reduce with PCA first when the embedding is wider (faster, and the usual
-    practice); None to skip.
+    practice); None to skip. ``max_fit``: with more valid vectors than this, UMAP is fitted on a
+    well-spread subsample of that size (:func:`spread_subsample`) and every other vector is placed
+    by the fitted model in batches of ``batch_size``; ``None`` fits on all. The result's attributes
+    say which: ``fitted_on`` (how many vectors the fit saw) and ``placed`` (how many were placed).
     """
     try:
         import umap as umap_learn
@@ -60,12 +94,26 @@ def umap(emb: xr.DataArray, n_components: int = 2, n_neighbors: int = 15, min_di
         raise ImportError("eossl.umap needs umap-learn: pip install 'eossl[umap]'") from None
     values, ok, emb = _flatten(emb)
     n = len(values)
+    fit_idx = spread_subsample(values, max_fit, seed) if max_fit and n > max_fit else np.arange(n)
     if pca_dims and values.shape[1] > pca_dims and n > pca_dims:
-        values = PCA(n_components=pca_dims, random_state=seed).fit_transform(values)
-    reducer = umap_learn.UMAP(n_components=n_components, n_neighbors=min(n_neighbors, n - 1),
-                              min_dist=min_dist, metric=metric, random_state=seed,
+        pca = PCA(n_components=pca_dims, random_state=seed).fit(values[fit_idx])
+        values = np.concatenate([pca.transform(values[i:i + batch_size]) for i in range(0, n, batch_size)])
+    m = len(fit_idx)
+    # init="pca": the spectral initialisation is slow, and fails (falling back to random) on the
+    # near-duplicate patches a scene is full of
+    reducer = umap_learn.UMAP(n_components=n_components, n_neighbors=min(n_neighbors, m - 1),
+                              min_dist=min_dist, metric=metric, random_state=seed, init="pca",
                               n_jobs=1)  # what a fixed random_state implies anyway, without a warning
-    points = reducer.fit_transform(values)  # (N, n_components)
+    points = np.empty((n, n_components), dtype="float64")
+    points[fit_idx] = reducer.fit_transform(values[fit_idx])  # (m, n_components)
+    rest = np.setdiff1d(np.arange(n), fit_idx)
+    if len(rest):
+        from eossl.progress import progress
+        with progress(total=len(rest), desc="umap: place", unit="pt") as bar:
+            for i in range(0, len(rest), batch_size):
+                part = rest[i:i + batch_size]
+                points[part] = reducer.transform(values[part])
+                bar.update(len(part))
     coords = {}
     if emb.ndim == 2:
         lead = emb.dims[0]
@@ -75,4 +123,8 @@ def umap(emb: xr.DataArray, n_components: int = 2, n_neighbors: int = 15, min_di
         for name in stacked["sample"].to_index().names:
             coords[name] = ("sample", stacked["sample"].to_index().get_level_values(name).values[ok])
     return xr.DataArray(points, dims=("sample", "component"), coords=coords, name="umap",
-                        attrs={"n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric})
+                        attrs={"n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric,
+                               "fitted_on": int(m), "placed": int(len(rest)),
+                               "fit": "all vectors" if not len(rest) else
+                                      f"{m} well-spread vectors (eossl.spread_subsample), the rest placed "
+                                      "by umap-learn's transform"})

@@ -113,6 +113,10 @@ class _FakeUMAP:
         self.input = values
         return values[:, :self.kwargs["n_components"]] * 1.0
 
+    def transform(self, values):
+        self.placed = getattr(self, "placed", 0) + len(values)
+        return values[:, :self.kwargs["n_components"]] * 1.0
+
 
 @pytest.fixture
 def fake_umap(monkeypatch):
@@ -161,3 +165,31 @@ def test_umap_drops_nan_samples_and_their_labels(chip_emb, fake_umap):
 def test_umap_needs_a_dim_dimension(fake_umap):
     with pytest.raises(DataError, match="'dim'"):
         eossl.umap(xr.DataArray(np.zeros((5, 3)), dims=("sample", "feature")))
+
+
+def test_umap_fits_a_subsample_and_places_the_rest_in_order(grid, fake_umap):
+    """More vectors than max_fit: the fit sees max_fit of them, the rest are placed by the fitted
+    model in batches, and every point still belongs to its own patch."""
+    points = eossl.umap(grid, pca_dims=None, max_fit=50, batch_size=40)
+    n_valid = 12 * 12 - 2
+    call = fake_umap.calls[-1]
+    assert len(call.input) == 50 and call.placed == n_valid - 50
+    assert points.attrs["fitted_on"] == 50 and points.attrs["placed"] == n_valid - 50
+    assert call.kwargs["init"] == "pca"
+    for i in range(0, n_valid, 7):
+        vector = grid.sel(y=points["y"].values[i], x=points["x"].values[i]).values
+        np.testing.assert_allclose(points.values[i], vector[:2])
+
+
+def test_spread_subsample_keeps_rare_kinds():
+    """1 % of the rows are another kind; a uniform draw of 200 expects 2 of them, the spread one
+    gives them a share that grows with the square root of their count."""
+    from eossl.analysis.reduce import spread_subsample
+    rng = np.random.default_rng(0)
+    common = rng.normal(0, 1, (9900, 8))
+    rare = rng.normal(12, 1, (100, 8))
+    values = np.concatenate([common, rare])
+    idx = spread_subsample(values, 200, seed=0, groups=16)
+    assert len(idx) == len(set(idx)) == 200 and (np.diff(idx) > 0).all()
+    assert (idx >= 9900).sum() >= 4  # a uniform draw: 2 expected
+    assert (spread_subsample(values[:50], 200) == np.arange(50)).all()
