@@ -104,20 +104,7 @@ def remove_stale_temps(path) -> int:
 
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, flush to disk, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    remove_stale_temps(path)
+    atomic_write_file(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_file(path, write) -> None:

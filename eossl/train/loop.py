@@ -594,7 +594,6 @@ def pretrain(data, method: str | None = None, *, steps: int | None = None, minut
     # the budget first: the recipe and the warm-up are derived from it
     steps = None if steps is None else check.integer("steps", steps, minimum=0)
     minutes = None if minutes is None else check.number("minutes", minutes, above=0)
-    check_out_folder(out)
     chosen = {}
     if method is None or recipe is not None:
         from eossl.train.recipes import resolve_recipe

@@ -5,6 +5,7 @@ a resumed run equals an uninterrupted one; no temporary file outlives the next w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -72,6 +73,31 @@ def _kill(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@contextlib.contextmanager
+def _training(script: Path, out: Path, steps: int, **popen):
+    """A pretraining child process; never left running, its pipes closed, whatever the test does."""
+    proc = subprocess.Popen([sys.executable, str(script), str(out), str(steps)], env=ENV,
+                            stderr=subprocess.PIPE, **{"stdout": subprocess.DEVNULL, **popen})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _wait_for_step(proc: subprocess.Popen, out: Path, step: int) -> None:
+    """Until the run in ``out`` has checkpointed a step above ``step`` (bounded in time)."""
+    deadline = time.monotonic() + 120
+    while _step(out) <= step:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.01)
+
+
 def _temps(out: Path) -> list[Path]:
     return [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
@@ -98,21 +124,10 @@ def test_random_kills_during_training_each_load_and_resume(small_chips, tmp_path
     steps_seen = []
     for kill in range(8):
         before = _step(out)
-        proc = subprocess.Popen([sys.executable, str(script), str(out), "100000"], env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 120
-            while _step(out) <= before:  # this process has made progress of its own
-                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "no checkpoint in time"
-                time.sleep(0.02)
+        with _training(script, out, 100000, text=True) as proc:
+            _wait_for_step(proc, out, before)  # this process has made progress of its own
             time.sleep(rng.uniform(0.0, 0.5))
             _kill(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stderr.close()
         k = _check_loads_and_is_consistent(out)
         assert k > before
         steps_seen.append(k)
@@ -128,9 +143,7 @@ def test_kills_inside_checkpoint_writes_leave_the_previous_checkpoint_and_no_tem
     out, script = tmp_path / "run", _script(tmp_path, slow_write=True)
     for kill in range(3):
         before = _step(out)
-        proc = subprocess.Popen([sys.executable, str(script), str(out), "100000"], env=ENV,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        with _training(script, out, 100000, stdout=subprocess.PIPE, text=True) as proc:
             writes = 0
             for line in proc.stdout:  # blocks until the child reports a write; bounded by its speed
                 if line.startswith("WRITTEN") and ".checkpoint.safetensors." in line:
@@ -139,12 +152,6 @@ def test_kills_inside_checkpoint_writes_leave_the_previous_checkpoint_and_no_tem
                         break
             assert writes == 2, proc.stderr.read()[-2000:]
             _kill(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
         leftovers = [p for p in _temps(out) if p.name.startswith(".checkpoint.safetensors.")]
         assert leftovers, "the kill did not land inside a write"
         k = _check_loads_and_is_consistent(out)
@@ -158,20 +165,9 @@ def test_a_resumed_run_equals_an_uninterrupted_one(small_chips, tmp_path):
     """SIGKILL at step >= 3 of 8, resume to 8, compare with 8 uninterrupted steps (same seed).
     Tolerance 1e-5: both runs execute the same operations; only the thread count differs."""
     out, script = tmp_path / "killed", _script(tmp_path)
-    proc = subprocess.Popen([sys.executable, str(script), str(out), "8"], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while _step(out) < 3:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    with _training(script, out, 8, text=True) as proc:
+        _wait_for_step(proc, out, 2)
         _kill(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
     k = _check_loads_and_is_consistent(out)
     assert 3 <= k < 8
     RESULTS["kills"] += 1
