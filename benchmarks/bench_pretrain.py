@@ -1,6 +1,15 @@
-"""MAE pretraining throughput (images/s) and peak memory, on the bundled real sample.
+"""MAE pretraining throughput (images/s) and peak memory, on the bundled real sample; and eossl's
+MAE step against a plain MAE written from timm's ``PatchEmbed`` and ``Block``.
 
     python benchmarks/bench_pretrain.py [--steps 30] [--device auto]
+    python benchmarks/bench_pretrain.py --vs-reference [--rounds 12]
+
+``--vs-reference`` times one training step (forward, backward, gradient clipping, AdamW) of
+``eossl.models.mae.MAE`` and of :func:`plain_mae` below at the same configuration (64 px, 13
+bands, patch 8, width 192, depth 6, 3 heads, decoder 128 x 2, batch 64), on the same batch,
+interleaved in one process (blocks of steps alternate, so a shared or throttled machine slows
+both alike), and prints the ratio. The reference is :func:`plain_mae`. Only the step is timed: the trainer's sampling is the same for
+any method and is timed by the throughput table.
 
 Each configuration runs in its own process (peak memory is per process). The first 5 steps are
 warm-up and not timed. Throughput counts training windows (images) per second of the full step:
@@ -25,6 +34,109 @@ CONFIGS = {
     "ViT-small/8, 12 blocks, 64 px": ({"name": "vit_small", "patch_size": 8}, 64, 64),
     "ViT-tiny/16, 12 blocks, 224 px": ({"name": "vit_tiny", "patch_size": 16}, 224, 16),
 }
+
+
+def plain_mae(in_chans=13, img_size=64, patch=8, dim=192, depth=6, heads=3, dec_dim=128, dec_depth=2,
+              dec_heads=4, mask_ratio=0.75):
+    """The reference: a MAE as facebookresearch/mae writes it (class token, fixed sin-cos
+    positions, random masking by argsort, norm-pix loss on the hidden patches), from timm's
+    ``PatchEmbed`` and ``Block``. Written here, by us, as the yardstick for the method file."""
+    from functools import partial
+
+    import torch
+    from timm.layers import PatchEmbed
+    from timm.models.vision_transformer import Block
+    from torch import nn
+    from eossl.models.mae import patchify, sincos_pos_embed
+
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = PatchEmbed(img_size, patch, in_chans, dim)
+            h = img_size // patch
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+            zero = torch.zeros(1, dim)
+            self.register_buffer("pos_embed", torch.cat([zero, sincos_pos_embed(dim, h, h)])[None])
+            vit_norm = partial(nn.LayerNorm, eps=1e-6)  # as timm's VisionTransformer builds its blocks
+            self.blocks = nn.ModuleList([Block(dim, heads, 4.0, qkv_bias=True, norm_layer=vit_norm)
+                                         for _ in range(depth)])
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.decoder_embed = nn.Linear(dim, dec_dim)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, dec_dim))
+            self.register_buffer("decoder_pos_embed",
+                                 torch.cat([torch.zeros(1, dec_dim), sincos_pos_embed(dec_dim, h, h)])[None])
+            self.decoder_blocks = nn.ModuleList([Block(dec_dim, dec_heads, 4.0)
+                                                 for _ in range(dec_depth)])
+            self.decoder_norm = nn.LayerNorm(dec_dim)
+            self.decoder_pred = nn.Linear(dec_dim, patch * patch * in_chans)
+
+        def forward(self, imgs):
+            x = self.patch_embed(imgs) + self.pos_embed[:, 1:]           # (B, L, D)
+            B, L, D = x.shape
+            keep = int(L * (1 - mask_ratio))
+            ids_shuffle = torch.argsort(torch.rand(B, L), dim=1)
+            ids_restore = torch.argsort(ids_shuffle, dim=1)
+            x = torch.gather(x, 1, ids_shuffle[:, :keep, None].expand(-1, -1, D))
+            mask = torch.ones(B, L)
+            mask[:, :keep] = 0
+            mask = torch.gather(mask, 1, ids_restore)
+            cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
+            x = torch.cat([cls, x], dim=1)
+            for blk in self.blocks:
+                x = blk(x)
+            x = self.decoder_embed(self.norm(x))                        # (B, 1 + keep, E)
+            E = x.shape[-1]
+            tokens = torch.cat([x[:, 1:], self.mask_token.expand(B, L - keep, -1)], dim=1)
+            tokens = torch.gather(tokens, 1, ids_restore[:, :, None].expand(-1, -1, E))
+            x = torch.cat([x[:, :1], tokens], dim=1) + self.decoder_pos_embed
+            for blk in self.decoder_blocks:
+                x = blk(x)
+            pred = self.decoder_pred(self.decoder_norm(x))[:, 1:]       # (B, L, p*p*C)
+            target = patchify(imgs, patch)
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+            loss = ((pred - target) ** 2).mean(-1)
+            return (loss * mask).sum() / mask.sum()
+
+    return Plain()
+
+
+def vs_reference(rounds: int, steps_per_round: int = 3, batch: int = 64) -> list[dict]:
+    """ms per training step, eossl's MAE vs :func:`plain_mae`, interleaved; median over rounds."""
+    import numpy as np
+    import torch
+    from eossl.models.registry import build_method
+    torch.manual_seed(0)
+    spec = dict(name="vit_tiny", in_chans=13, img_size=64, patch_size=8, depth=6, embed_dim=192, num_heads=3)
+    ours = build_method("mae", spec, dict(decoder_dim=128, decoder_depth=2, decoder_heads=4))
+    plain = plain_mae()
+    imgs = torch.randn(batch, 13, 64, 64)
+    steps = {}
+    for name, model, fn in (("eossl MAE (models/mae.py)", ours, lambda m: m.training_step(imgs)[0]),
+                            ("plain timm MAE (reference)", plain, lambda m: m(imgs))):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+
+        def step(model=model, fn=fn, opt=opt):
+            loss = fn(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        steps[name] = step
+    times = {name: [] for name in steps}
+    for name, step in steps.items():  # warm-up
+        for _ in range(3):
+            step()
+    for r in range(rounds):
+        for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+            t = time.perf_counter()
+            for _ in range(steps_per_round):
+                steps[name]()
+            times[name].append((time.perf_counter() - t) / steps_per_round)
+    ms = {name: 1000 * float(np.median(t)) for name, t in times.items()}
+    ref = ms["plain timm MAE (reference)"]
+    return [{"model": name, "ms / step": v, "images/s": batch * 1000 / v, "speed vs reference": f"{ref / v:.2f}x"}
+            for name, v in ms.items()]
 
 
 def one(name: str, steps: int, device: str) -> dict:
@@ -60,9 +172,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--vs-reference", action="store_true", help="eossl's MAE step vs a plain timm MAE")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--ref-batch", type=int, default=64, help="batch of the --vs-reference timing")
     ap.add_argument("--only", help="run one config (used internally)")
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS), help="config names to run")
     args = ap.parse_args()
+    if args.vs_reference:
+        print(f"MAE training step, eossl vs plain timm reference (64 px, 13 bands, patch 8, width 192, depth 6, "
+              f"decoder 128 x 2, batch {args.ref_batch}), interleaved; machine: {machine()}\n")
+        print(markdown_table(vs_reference(args.rounds, batch=args.ref_batch)))
+        return
     if args.only:
         print(json.dumps(one(args.only, args.steps, args.device)))
         return

@@ -25,6 +25,47 @@ def test_bench_pretrain_prints_its_table():
     assert images_per_s > 0
 
 
+def test_bench_pretrain_times_eossl_mae_against_the_plain_reference():
+    text = _run("benchmarks/bench_pretrain.py", "--vs-reference", "--rounds", "2", "--ref-batch", "4")
+    assert "| model | ms / step | images/s | speed vs reference |" in text
+    ours = [line for line in text.splitlines() if line.startswith("| eossl MAE")][0]
+    ref = [line for line in text.splitlines() if line.startswith("| plain timm MAE")][0]
+    assert float(ours.split("|")[2]) > 0 and ref.split("|")[4].strip() == "1.00x"
+
+
+def test_plain_reference_mae_loss_matches_eossl_mae_on_the_same_weights_and_mask():
+    """The yardstick computes the same thing: with eossl's weights copied in and the same random
+    mask, the reference's loss equals eossl's MAE loss."""
+    import sys
+    import torch
+    sys.path.insert(0, "benchmarks")
+    from bench_pretrain import plain_mae
+    from eossl.models.registry import build_method
+    torch.manual_seed(0)
+    spec = dict(name="vit_tiny", in_chans=4, img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2)
+    ours = build_method("mae", spec, dict(decoder_dim=16, decoder_depth=1, decoder_heads=2)).eval()
+    ref = plain_mae(in_chans=4, img_size=16, patch=4, dim=32, depth=2, heads=2, dec_dim=16, dec_depth=1,
+                    dec_heads=2).eval()
+    vit = ours.encoder.model
+    ref.patch_embed.load_state_dict(vit.patch_embed.state_dict())
+    ref.cls_token.data.copy_(vit.cls_token.data)
+    ref.pos_embed.copy_(vit.pos_embed.data)
+    for mine, theirs in zip(ref.blocks, vit.blocks):
+        mine.load_state_dict(theirs.state_dict())
+    ref.norm.load_state_dict(vit.norm.state_dict())
+    for name in ("decoder_embed", "decoder_norm", "decoder_pred"):
+        getattr(ref, name).load_state_dict(getattr(ours, name).state_dict())
+    ref.mask_token.data.copy_(ours.mask_token.data)
+    ref.decoder_blocks[0].load_state_dict(ours.decoder_blocks[0].state_dict())
+    imgs = torch.randn(3, 4, 16, 16)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        a = ours(imgs)[0]
+        torch.manual_seed(5)
+        b = ref(imgs)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_bench_embed_prints_its_table():
     text = _run("benchmarks/bench_embed.py", "--repeat", "1")
     assert "| input | embed (img/s) | bare forward (img/s) | overhead % |" in text
@@ -107,6 +148,7 @@ def test_bench_quality_prints_the_recipe_next_to_both_floors(tmp_path):
                 "| random weights, readout mean |", "| recipe, readout mean_std |"):
         assert row in text
     assert "vs band stats" in text and "| classification | 5 chips / class | accuracy |" in text
+    assert "## Selection set:" in text and text.index("## Selection set:") < text.index("## Few-label probes")
     again = _run("benchmarks/bench_quality.py", "--quick", "--repeats", "2", "--out", str(tmp_path),
                  "--skip-finetune")  # the finished run is reused, not retrained
     assert "| recipe, readout mean |" in again and "fine-tuning" not in again

@@ -7,6 +7,10 @@
   a transform whose pixels are patches, so an embedding map overlays the scene;
 - a stack ``(time, band, y, x)`` -> ``(time, y, x, dim)``.
 
+``layers="all"`` (ViT encoders) gives every stage's tokens side by side instead of the last block's
+(``dim`` = width x (depth + 2)): the input to change detection, where single patches are compared
+(``eossl.change``; measured on OSCD in the README).
+
 The data are normalised with the statistics in the model's card, after checking that the bands
 match (reordered by name when needed, missing ones named in an error) and that the values are in
 the units the model expects. A card with ``units`` ("DN" or "reflectance") decides what happens to
@@ -28,6 +32,7 @@ from eossl.data.normalize import nodata_to_nan, normalize_array
 from eossl.data.units import dn_scale, guess_units, normalise_units
 from eossl.errors import CheckpointError, DataError
 from eossl import validate as check
+from eossl.models.backbones import check_layers
 from eossl.progress import progress
 from eossl.train.loop import resolve_device
 
@@ -197,7 +202,7 @@ def pool_grid(fm: torch.Tensor, readout: str = "mean") -> torch.Tensor:
 
 @torch.no_grad()
 def _encode(encoder, arr: np.ndarray, device, batch_size: int, pooled: bool, desc: str,
-            readout: str = "mean") -> np.ndarray:
+            readout: str = "mean", layers: str = "last") -> np.ndarray:
     """arr (N, C, H, W) normalised, NaN allowed -> (N, D) pooled (by ``readout``) or (N, h, w, D) maps."""
     encoder = encoder.to(device).eval()
     out = []
@@ -205,14 +210,14 @@ def _encode(encoder, arr: np.ndarray, device, batch_size: int, pooled: bool, des
     for sl in progress(steps, desc=desc, unit="batch", leave=False):
         x = torch.from_numpy(np.nan_to_num(arr[sl], nan=0.0)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            fm = encoder.feature_map(x)  # (B, D, h, w)
+            fm = encoder.feature_map(x) if layers == "last" else encoder.feature_map(x, layers)  # (B, D, h, w)
         fm = fm.float()
         out.append((pool_grid(fm, readout) if pooled else fm.permute(0, 2, 3, 1)).cpu().numpy())
     return np.concatenate(out)
 
 
 def embed(model, data, *, batch_size: int = 64, window: int | None = None, device: str = "auto",
-          check_values: bool = True, on_mismatch: str | None = None) -> xr.DataArray:
+          check_values: bool = True, on_mismatch: str | None = None, layers: str = "last") -> xr.DataArray:
     """Embed chips, a scene or a stack with a trained model (see the module docstring).
 
     Args:
@@ -223,12 +228,15 @@ def embed(model, data, *, batch_size: int = 64, window: int | None = None, devic
             skips every check and conversion.
         on_mismatch: data in other units than the card's: ``"convert"``, ``"warn"`` or ``"error"``
             (default: what the card says).
+        layers: ``"last"`` (default), the last block's tokens; ``"all"``, every stage's tokens
+            concatenated (ViTs; see the module docstring).
     """
     batch_size = check.integer("batch_size", batch_size, minimum=1)
     window = None if window is None else check.integer("window", window, minimum=1)
     check.choice("on_mismatch", on_mismatch, (None, "convert", "warn", "error"))
     dev = resolve_device(device)
     encoder, card = _encoder_and_card(model)
+    check_layers(layers, encoder)
     if isinstance(data, xr.Dataset):
         if "image" not in data:
             raise DataError(f"embed needs a DataArray or a Dataset with an 'image' variable; this Dataset "
@@ -252,28 +260,31 @@ def embed(model, data, *, batch_size: int = 64, window: int | None = None, devic
         if check_values:
             check_units(da, card, np.moveaxis(raw, 1, 0).reshape(raw.shape[1], -1))
         vectors = _encode(encoder, prepared(raw, 1), dev, batch_size, pooled=True, desc="embed chips",
-                          readout=card.get("readout", "mean"))
+                          readout=card.get("readout", "mean"), layers=layers)
         coords = {k: v for k, v in da.coords.items() if v.dims == ("sample",)}
         return xr.DataArray(vectors, dims=("sample", "dim"), coords=coords, name="embedding",
-                            attrs=_attrs(card))
+                            attrs=_attrs(card, layers))
     if da.ndim == 3:
         if check_values:
             check_units(da, card)
-        return _embed_scene(encoder, card, da, prepared, dev, batch_size, window)
+        return _embed_scene(encoder, card, da, prepared, dev, batch_size, window, layers)
     if da.ndim == 4:
         lead = [d for d in da.dims if d not in ("band", "y", "x")][0]
         if check_values:
             check_units(da, card)
-        maps = [_embed_scene(encoder, card, da.isel({lead: i}), prepared, dev, batch_size, window)
+        maps = [_embed_scene(encoder, card, da.isel({lead: i}), prepared, dev, batch_size, window, layers)
                 for i in range(da.sizes[lead])]
         out = xr.concat(maps, dim=lead).assign_coords({lead: da[lead].values})
         return out.transpose(lead, "y", "x", "dim")
     raise DataError(f"cannot embed an array with dims {da.dims}")
 
 
-def _attrs(card):
-    return {"method": card["method"], "encoder": card["encoder"].get("name", ""),
-            "bands": [b["name"] for b in card["bands"]]}
+def _attrs(card, layers: str = "last"):
+    attrs = {"method": card["method"], "encoder": card["encoder"].get("name", ""),
+             "bands": [b["name"] for b in card["bands"]]}
+    if layers != "last":
+        attrs["layers"] = layers  # every stage's tokens side by side
+    return attrs
 
 
 def _window_starts(length: int, window: int) -> list[int]:
@@ -284,7 +295,7 @@ def _window_starts(length: int, window: int) -> list[int]:
     return starts
 
 
-def _embed_scene(encoder, card, da, prepared, dev, batch_size, window) -> xr.DataArray:
+def _embed_scene(encoder, card, da, prepared, dev, batch_size, window, layers="last") -> xr.DataArray:
     """(band, y, x) -> (y, x, dim) on the patch grid."""
     p = encoder.patch_size
     H, W = da.sizes["y"], da.sizes["x"]
@@ -300,7 +311,7 @@ def _embed_scene(encoder, card, da, prepared, dev, batch_size, window) -> xr.Dat
     win_y, win_x = min(win, rows * p), min(win, cols * p)
     starts = [(r, c) for r in _window_starts(rows * p, win_y) for c in _window_starts(cols * p, win_x)]
     tiles = np.stack([arr[:, r:r + win_y, c:c + win_x] for r, c in starts])  # (N, C, wy, wx)
-    maps = _encode(encoder, tiles, dev, batch_size, pooled=False, desc="embed scene")  # (N, hy, hx, D)
+    maps = _encode(encoder, tiles, dev, batch_size, pooled=False, desc="embed scene", layers=layers)  # (N, hy, hx, D)
     D = maps.shape[-1]
     grid = np.zeros((rows, cols, D), dtype="float32")
     for (r, c), m in zip(starts, maps):
@@ -308,12 +319,12 @@ def _embed_scene(encoder, card, da, prepared, dev, batch_size, window) -> xr.Dat
     # A patch with any invalid pixel gets no embedding (NaN) rather than a made-up one.
     valid = np.isfinite(arr).all(axis=0).reshape(rows, p, cols, p).all(axis=(1, 3))  # (rows, cols)
     grid[~valid] = np.nan
-    return _grid_to_xarray(da, grid, p, card)
+    return _grid_to_xarray(da, grid, p, card, layers)
 
 
-def _grid_to_xarray(da, grid, p, card) -> xr.DataArray:
+def _grid_to_xarray(da, grid, p, card, layers="last") -> xr.DataArray:
     rows, cols, D = grid.shape
-    out = xr.DataArray(grid, dims=("y", "x", "dim"), name="embedding", attrs=_attrs(card))
+    out = xr.DataArray(grid, dims=("y", "x", "dim"), name="embedding", attrs=_attrs(card, layers))
     crs = da.rio.crs if "x" in da.coords else None
     if "x" in da.coords and "y" in da.coords:
         t = da.rio.transform()  # scaled by p (no `*` on Affine: deprecated in affine 3)

@@ -5,6 +5,11 @@
 - ``feature_map(x)``: ``(B, D, h, w)`` features on the encoder's patch grid (ViT tokens, or the
   last CNN stage), which become embedding maps aligned with the scene;
 - ``forward(x)``: ``(B, D)`` pooled features, the embedding of a chip.
+
+``feature_map(x, layers="all")`` (ViTs) stacks the tokens of every stage instead of the last one:
+the patch embedding, each block's output and the final norm, ``(B, D * (depth + 2), h, w)``. Early
+stages say what is at a patch, late ones what is around it; change detection, which compares single
+patches, gains from both (README, "Does it learn?").
 """
 
 from __future__ import annotations
@@ -28,6 +33,18 @@ ALIASES = {
 def available_encoders() -> list[str]:
     """Short encoder names; any timm ViT or ResNet name works too."""
     return list(ALIASES)
+
+
+LAYERS = ("last", "all")
+
+
+def check_layers(layers: str, encoder) -> None:
+    """``layers`` must be "last" or "all", and "all" needs a ViT."""
+    if layers not in LAYERS:
+        raise ParameterError(f"layers must be one of {LAYERS}, got {layers!r}")
+    if layers == "all" and not encoder.is_vit:
+        raise ParameterError(f"layers='all' stacks the tokens of every ViT block; {encoder.spec['name']!r} "
+                             "is not a ViT: use layers='last'")
 
 
 class Encoder(nn.Module):
@@ -69,14 +86,31 @@ class Encoder(nn.Module):
         self.dim = self.model.num_features
         self.in_chans = in_chans
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, D, h, w) with h = H // patch_size."""
+    def feature_map(self, x: torch.Tensor, layers: str = "last") -> torch.Tensor:
+        """(B, C, H, W) -> (B, D, h, w) with h = H // patch_size; ``layers="all"``:
+        (B, D * (depth + 2), h, w), every stage's tokens (ViTs only; see the module docstring)."""
+        check_layers(layers, self)
         if not self.is_vit:
             return self.model.forward_features(x)  # (B, D, h, w)
         B, _, H, W = x.shape
         h, w = H // self.patch_size, W // self.patch_size
-        tokens = self.model.forward_features(x)[:, self.num_prefix_tokens:]  # (B, h*w, D)
-        return tokens.transpose(1, 2).reshape(B, self.dim, h, w)  # (B, D, h, w)
+        if layers == "last":
+            tokens = self.model.forward_features(x)[:, self.num_prefix_tokens:]  # (B, h*w, D)
+            return tokens.transpose(1, 2).reshape(B, self.dim, h, w)  # (B, D, h, w)
+        vit = self.model
+        stages = self.stages(vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x)))))
+        return torch.cat([t[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, self.dim, h, w)
+                          for t in stages], dim=1)  # (B, D * (depth + 2), h, w)
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, P + N, D) tokens entering the blocks -> that input, every block's output and the
+        final norm's, each (B, P + N, D)."""
+        out = [x]
+        for block in self.model.blocks:
+            x = block(x)
+            out.append(x)
+        out.append(self.model.norm(x))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, D): mean of the patch features."""

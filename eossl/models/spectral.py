@@ -29,7 +29,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from eossl.errors import DataError
-from eossl.models.backbones import Encoder
+from eossl.models.backbones import Encoder, check_layers
 from eossl.models.losses import embedding_std
 from eossl.models.mae import MAE, sincos_pos_embed
 
@@ -146,15 +146,23 @@ class GroupedEncoder(Encoder):
         x = vit.norm_pre(vit.patch_drop(x))
         return vit.norm(vit.blocks(x))
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, D, h, w): the mean of the group tokens at each patch."""
+    def feature_map(self, x: torch.Tensor, layers: str = "last") -> torch.Tensor:
+        """(B, C, H, W) -> (B, D, h, w): the mean of the group tokens at each patch;
+        ``layers="all"``: (B, D * (depth + 2), h, w), that mean at every stage."""
+        check_layers(layers, self)
         B, _, H, W = x.shape
         h, w = H // self.patch_size, W // self.patch_size
         tokens = self.group_tokens(x)  # (B, G, L, D)
         G, L = tokens.shape[1:3]
-        out = self.transform(tokens.flatten(1, 2))[:, self.num_prefix_tokens:]  # (B, G*L, D)
-        per_patch = out.reshape(B, G, L, self.dim).mean(dim=1)  # (B, L, D)
-        return per_patch.transpose(1, 2).reshape(B, self.dim, h, w)  # (B, D, h, w)
+
+        def per_patch(out):  # (B, P + G*L, D) -> (B, D, h, w)
+            out = out[:, self.num_prefix_tokens:].reshape(B, G, L, self.dim).mean(dim=1)  # (B, L, D)
+            return out.transpose(1, 2).reshape(B, self.dim, h, w)
+        if layers == "last":
+            return per_patch(self.transform(tokens.flatten(1, 2)))
+        vit = self.model
+        stages = self.stages(vit.norm_pre(vit.patch_drop(vit._pos_embed(tokens.flatten(1, 2)))))
+        return torch.cat([per_patch(t) for t in stages], dim=1)
 
 
 class SpectralMAE(nn.Module):

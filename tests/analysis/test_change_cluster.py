@@ -26,7 +26,7 @@ def test_change_is_the_cosine_distance_per_patch():
     b[1, 2] = -a[1, 2]          # opposite: distance 2
     b[0, 0] = 3 * a[0, 0]       # same direction: distance 0
     b[2, 3] = rng.normal(size=5)
-    score = eossl.change(_grid(a), _grid(b), standardize=False)
+    score = eossl.change(_grid(a), _grid(b), standardize=False, metric="cosine")
     assert score.dims == ("y", "x") and score.rio.crs.to_epsg() == 32633
     expected = 1 - (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     np.testing.assert_allclose(score.values, expected, atol=1e-9)
@@ -41,8 +41,8 @@ def test_change_standardises_each_date_so_a_shared_shift_is_not_change():
     a = rng.normal(size=(5, 6, 8))
     b = a + 4.0 * rng.normal(size=8)                  # the same shift for every patch
     b[2, 3] = rng.normal(size=8) * 3
-    raw = eossl.change(_grid(a), _grid(b), standardize=False).values
-    score = eossl.change(_grid(a), _grid(b))
+    raw = eossl.change(_grid(a), _grid(b), standardize=False, metric="cosine").values
+    score = eossl.change(_grid(a), _grid(b), metric="cosine")
     others = np.delete(score.values.ravel(), 2 * 6 + 3)
     assert np.median(np.delete(raw.ravel(), 2 * 6 + 3)) > 0.3       # the shift dominates the raw score
     assert score.values[2, 3] > 0.5 and others.max() < 0.2
@@ -53,6 +53,27 @@ def test_change_standardises_each_date_so_a_shared_shift_is_not_change():
     zb = (b - b.reshape(-1, 8).mean(0)) / b.reshape(-1, 8).std(0)
     expected = 1 - (za * zb).sum(-1) / (np.linalg.norm(za, axis=-1) * np.linalg.norm(zb, axis=-1))
     np.testing.assert_allclose(score.values, expected, atol=1e-9)
+
+
+def test_change_default_is_the_rms_difference_of_the_standardised_vectors():
+    """The default metric: |za - zb| / sqrt(dim), the distance change_vector takes between band
+    means. A patch that moves from the date's mean to far out along the same direction scores
+    high here and zero under the cosine distance."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 6, 8))
+    b = a + 0.05 * rng.normal(size=(5, 6, 8))
+    b[1, 1] = 6 * a[1, 1]                                 # same direction, much farther out
+    score = eossl.change(_grid(a), _grid(b))
+    assert score.attrs["metric"] == "euclidean" and "root-mean-square" in score.attrs["description"]
+    za = (a - a.reshape(-1, 8).mean(0)) / a.reshape(-1, 8).std(0)
+    zb = (b - b.reshape(-1, 8).mean(0)) / b.reshape(-1, 8).std(0)
+    np.testing.assert_allclose(score.values, np.sqrt(((za - zb) ** 2).mean(-1)), atol=1e-9)
+    assert int(np.nanargmax(score.values)) == 1 * 6 + 1
+    raw = eossl.change(_grid(a), _grid(b), standardize=False)
+    np.testing.assert_allclose(raw.values, np.linalg.norm(a - b, axis=-1) / np.sqrt(8), atol=1e-9)
+    assert eossl.change(_grid(a), _grid(b), standardize=False, metric="cosine").values[1, 1] < 1e-9
+    with pytest.raises(eossl.ParameterError, match="metric"):
+        eossl.change(_grid(a), _grid(b), metric="manhattan")
 
 
 def test_change_keeps_nodata_patches_out_of_the_statistics():

@@ -161,6 +161,19 @@ def test_stack_gives_time_y_x_dim(model, slovenia, scene):
     assert emb.rio.crs == scene.rio.crs
 
 
+def test_layers_all_gives_every_stage_with_the_last_block_at_the_end(model, scene):
+    """embed(..., layers="all"): the same grid, dim = width x (depth + 2), the last width channels
+    equal to the default embedding; recorded in attrs. Unknown values are refused."""
+    last, every = eossl.embed(model, scene), eossl.embed(model, scene, layers="all")
+    depth = len(model.encoder.model.blocks)
+    assert every.dims == last.dims and every.sizes["dim"] == D * (depth + 2)
+    np.testing.assert_allclose(every.isel(dim=slice(-D, None)).values, last.values, rtol=1e-4, atol=1e-5)
+    assert every.attrs["layers"] == "all" and "layers" not in last.attrs
+    assert every.rio.crs == last.rio.crs
+    with pytest.raises(eossl.ParameterError, match="layers"):
+        eossl.embed(model, scene, layers="middle")
+
+
 def test_dataset_input_uses_its_image(model, slovenia):
     small = slovenia.isel(time=[1])
     np.testing.assert_array_equal(eossl.embed(model, small).values, eossl.embed(model, small["image"]).values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from eossl.errors import ParameterError
 from eossl.models.backbones import ALIASES, Encoder, available_encoders
 
 from _tiny import TINY_ENCODER
@@ -96,3 +97,19 @@ def test_unknown_encoder_is_a_value_error_listing_the_known_ones(name):
     with pytest.raises(ValueError, match="vit_tiny") as info:
         Encoder(name, in_chans=3)
     assert name in str(info.value)
+
+
+def test_feature_map_all_layers_stacks_every_stage_with_the_last_at_the_end():
+    torch.manual_seed(0)
+    enc = Encoder("vit_tiny", in_chans=4, img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2).eval()
+    x = torch.randn(3, 4, 16, 16)
+    with torch.no_grad():
+        last, every = enc.feature_map(x), enc.feature_map(x, layers="all")
+    assert every.shape == (3, 32 * (2 + 2), 4, 4)
+    torch.testing.assert_close(every[:, -32:], last)            # the final norm's tokens, as "last"
+    assert not torch.allclose(every[:, :32], every[:, 32:64])   # the patch embedding, then block 1...
+    with pytest.raises(ParameterError, match="layers must be one of"):
+        enc.feature_map(x, layers="first")
+    cnn = Encoder("resnet18", in_chans=4)
+    with pytest.raises(ParameterError, match="not a ViT"):
+        cnn.feature_map(torch.randn(1, 4, 32, 32), layers="all")

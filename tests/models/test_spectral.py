@@ -250,6 +250,10 @@ def test_load_model_and_embed_round_trip(spectral_run, chips):
     a, b = eossl.embed(spectral_run.model, few), eossl.embed(loaded, few)
     assert a.dims == ("sample", "dim") and a.shape == (12, TINY_ENCODER["embed_dim"])
     np.testing.assert_array_equal(a.values, b.values)
+    every = eossl.embed(loaded, few, layers="all")  # group means at every stage, the last one at the end
+    depth = len(loaded.encoder.model.blocks)
+    assert every.shape == (12, TINY_ENCODER["embed_dim"] * (depth + 2))
+    np.testing.assert_allclose(every.values[:, -TINY_ENCODER["embed_dim"]:], b.values, rtol=1e-4, atol=1e-5)
 
 
 def test_embed_scene_in_another_band_order(spectral_run, slovenia):
