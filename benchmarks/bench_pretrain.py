@@ -134,9 +134,18 @@ def vs_reference(rounds: int, steps_per_round: int = 3, batch: int = 64) -> list
                 steps[name]()
             times[name].append((time.perf_counter() - t) / steps_per_round)
     ms = {name: 1000 * float(np.median(t)) for name, t in times.items()}
-    ref = ms["plain timm MAE (reference)"]
-    return [{"model": name, "ms / step": v, "images/s": batch * 1000 / v, "speed vs reference": f"{ref / v:.2f}x"}
-            for name, v in ms.items()]
+    ref_name = "plain timm MAE (reference)"
+    rows = []
+    for name, v in ms.items():
+        # speed from each round's pair (run back to back), so a machine that drifts between rounds
+        # moves both sides of a ratio; median and quartiles over the rounds
+        ratios = np.array(times[ref_name]) / np.array(times[name])
+        q1, q2, q3 = np.percentile(ratios, [25, 50, 75])
+        speed = "1.00x" if name == ref_name else f"{q2:.2f}x ({q1:.2f}-{q3:.2f})"
+        ahead = "" if name == ref_name else f"{int((ratios > 1).sum())}/{len(ratios)}"
+        rows.append({"model": name, "ms / step": v, "images/s": batch * 1000 / v,
+                     "speed vs reference": speed, "rounds faster": ahead})
+    return rows
 
 
 def one(name: str, steps: int, device: str) -> dict:

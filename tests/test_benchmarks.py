@@ -27,7 +27,7 @@ def test_bench_pretrain_prints_its_table():
 
 def test_bench_pretrain_times_eossl_mae_against_the_plain_reference():
     text = _run("benchmarks/bench_pretrain.py", "--vs-reference", "--rounds", "2", "--ref-batch", "4")
-    assert "| model | ms / step | images/s | speed vs reference |" in text
+    assert "| model | ms / step | images/s | speed vs reference | rounds faster |" in text
     ours = [line for line in text.splitlines() if line.startswith("| eossl MAE")][0]
     ref = [line for line in text.splitlines() if line.startswith("| plain timm MAE")][0]
     assert float(ours.split("|")[2]) > 0 and ref.split("|")[4].strip() == "1.00x"

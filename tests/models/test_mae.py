@@ -8,7 +8,7 @@ import torch
 
 from _tiny import TINY_ENCODER
 from eossl.models.backbones import Encoder
-from eossl.models.mae import MAE, sincos_pos_embed
+from eossl.models.mae import MAE, norm_pix_target, sincos_pos_embed, take_tokens
 
 C, S, P = 5, 32, 8  # bands, image size, patch size
 L = (S // P) ** 2
@@ -139,6 +139,31 @@ def test_forward_shapes_and_training_step(mae):
     assert set(logs) == {"emb_std"} and logs["emb_std"] > 0
 
 
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_training_step_loss_is_forward_loss_on_the_same_mask(norm_pix_loss):
+    """training_step runs the pixel head on the hidden patches only; the loss and its gradients
+    must be those of forward(), which predicts every patch and masks afterwards."""
+    model = _mae(norm_pix_loss=norm_pix_loss)
+    imgs = torch.randn(4, C, S, S) * 3 + 1
+    torch.manual_seed(7)
+    full, _, _ = model(imgs)
+    full_grads = torch.autograd.grad(full, [model.decoder_pred.weight, model.encoder.model.patch_embed.proj.weight])
+    torch.manual_seed(7)  # the same random mask
+    fast, _ = model.training_step(imgs)
+    fast_grads = torch.autograd.grad(fast, [model.decoder_pred.weight, model.encoder.model.patch_embed.proj.weight])
+    assert fast.item() == pytest.approx(full.item(), rel=1e-5)
+    for a, b in zip(full_grads, fast_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_decoder_positions_are_cached_per_grid(mae):
+    like = torch.zeros(1, 1, mae.decoder_embed.out_features)
+    first = mae.decoder_pos((4, 4), like)
+    assert first is mae.decoder_pos((4, 4), like)
+    torch.testing.assert_close(first, sincos_pos_embed(like.shape[-1], 4, 4))
+    assert mae.decoder_pos((2, 8), like).shape == (16, like.shape[-1])
+
+
 def test_reconstruct_shapes_and_pasting(mae):
     torch.manual_seed(0)
     imgs = torch.randn(3, C, S, S)
@@ -207,3 +232,17 @@ def test_mae_refuses_mask_ratio_outside_0_1(ratio):
     with pytest.raises(ValueError, match="mask_ratio must be between 0 and 1") as info:
         MAE(enc, mask_ratio=ratio)
     assert str(ratio) in str(info.value)
+
+
+def test_take_tokens_is_a_per_sample_gather_also_on_a_sliced_tensor():
+    x = torch.randn(3, 7, 5)[:, 1:]  # (3, 6, 5), not contiguous in its first two dims
+    ids = torch.tensor([[0, 5], [3, 3], [2, 1]])
+    expected = torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, 5))
+    torch.testing.assert_close(take_tokens(x, ids), expected)
+
+
+def test_norm_pix_target_gives_each_patch_zero_mean_and_unit_spread():
+    patches = torch.randn(2, 4, 50, dtype=torch.float64) * 7 + 3
+    out = norm_pix_target(patches)
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 4, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(out.std(-1), torch.ones(2, 4, dtype=torch.float64), atol=1e-6, rtol=0)
