@@ -31,7 +31,7 @@ from torch import nn
 from eossl.errors import DataError
 from eossl.models.backbones import Encoder, check_layers
 from eossl.models.losses import embedding_std
-from eossl.models.mae import MAE, sincos_pos_embed
+from eossl.models.mae import MAE, norm_pix_target, sincos_pos_embed, take_tokens
 
 # Groups by band name: the same native resolution and spectral region go together (SatMAE's
 # Sentinel-2 grouping, plus the atmospheric bands it drops as a group of their own).
@@ -275,7 +275,7 @@ class SpectralMAE(nn.Module):
         G, (h, w) = len(self.band_groups), grid
         n_hidden = ids_restore.shape[1] - (x.shape[1] - P)
         tokens = torch.cat([x[:, P:], self.mask_token.expand(B, n_hidden, E)], dim=1)  # (B, N, E) shuffled
-        tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).expand(-1, -1, E))  # (B, N, E) in order
+        tokens = take_tokens(tokens, ids_restore)                                       # (B, N, E) in order
         tokens = (tokens.reshape(B, G, h * w, E)                                       # (B, G, L, E)
                   + sincos_pos_embed(E, h, w).to(tokens)[None, None]
                   + self.decoder_group_pos_embed[None, :, None])
@@ -292,8 +292,7 @@ class SpectralMAE(nn.Module):
         for group, pred in zip(self.band_groups, preds):
             target = self.patchify(imgs[:, group])  # (B, L, c_g*p*p)
             if self.norm_pix_loss:
-                mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-                target = (target - mean) / (var + 1e-6) ** 0.5
+                target = norm_pix_target(target)
             errors.append(((pred.float() - target) ** 2).mean(dim=-1))  # (B, L)
         per_token = torch.stack(errors, dim=1)  # (B, G, L)
         return (per_token * mask).sum() / mask.sum().clamp(min=1)

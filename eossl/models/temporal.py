@@ -26,7 +26,7 @@ from torch import nn
 from eossl.errors import DataError
 from eossl.models.backbones import Encoder
 from eossl.models.losses import embedding_std, nt_xent
-from eossl.models.mae import patchify, unpatchify
+from eossl.models.mae import norm_pix_target, patchify, unpatchify
 
 
 def require_stack(arrays, length: int, method: str) -> None:
@@ -224,8 +224,7 @@ class MaskedTimestep(nn.Module):
         """Squared error between the hidden dates (B, C, H, W) and the prediction (B, L, p*p*C)."""
         target = patchify(target_images, self.patch_size)  # (B, L, p*p*C)
         if self.norm_pix_loss:  # each patch relative to its own mean and spread, as in the MAE
-            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
+            target = norm_pix_target(target)
         return F.mse_loss(pred.float(), target)
 
     def forward(self, series: torch.Tensor, hidden: torch.Tensor | None = None):
