@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test benchmarks clean
+.PHONY: setup quickstart lint test benchmarks clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ quickstart: setup
 		--output-dir runs/quickstart --output 00_quickstart
 	@echo "results: $(CURDIR)/runs/quickstart (open 00_quickstart.html)"
 
-# Unit tests and every notebook (nbval); notebooks write their runs to a fresh temporary folder.
-test: setup
+# ruff (the [tool.ruff] section in pyproject.toml): undefined names, unused imports, syntax errors.
+lint: setup
+	$(BIN)/ruff check .
+
+# Lint, then unit tests and every notebook (nbval); notebooks write their runs to a fresh temporary folder.
+test: setup lint
 	EOSSL_RUNS="$$(mktemp -d)" $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider --durations=30 tests notebooks
 
 benchmarks: setup

@@ -244,7 +244,7 @@ def bench_search(queries, sets, k: int = 10, hnsw_max: int = 10**6) -> list[dict
             ms = per_query(lambda q: ivf.search(q[None], k), queries)
             rows.append({"vectors": n, "data": note, "index": f"FAISS IVFFlat nlist {nlist}, nprobe {nprobe}",
                          "build (s)": build, "ms/query": f"{ms:.3f}", "recall@10": f"{recall(found):.3f}"})
-        del ivf, quantizer
+        ivf = quantizer = None  # free the index before the next size
         if n <= hnsw_max:
             t = time.perf_counter()
             hnsw = faiss.IndexHNSWFlat(X.shape[1], 16, faiss.METRIC_INNER_PRODUCT)

@@ -24,7 +24,7 @@ from _common import machine, markdown_table, peak_rss_mib  # noqa: E402
 
 import eossl  # noqa: E402
 from eossl.data.normalize import normalize_array  # noqa: E402
-from eossl.train.loop import resolve_device  # noqa: E402
+from eossl.device import resolve_device  # noqa: E402
 
 
 def best_of(fn, repeat: int) -> float:
@@ -76,9 +76,9 @@ def main():
     win = card["encoder"]["img_size"]
     p = model.encoder.patch_size
     H, W = (big.sizes["y"] // p) * p, (big.sizes["x"] // p) * p
-    from eossl.analysis.embed import _window_starts
+    from eossl.data.patches import window_starts
     arr = normalize_array(big.values[:, :H, :W], mean, std, 0)
-    windows = np.stack([arr[:, r:r + win, c:c + win] for r in _window_starts(H, win) for c in _window_starts(W, win)])
+    windows = np.stack([arr[:, r:r + win, c:c + win] for r in window_starts(H, win) for c in window_starts(W, win)])
     t_embed = best_of(lambda: eossl.embed(model, big, batch_size=args.batch, device=str(device)), args.repeat)
     t_bare = best_of(lambda: bare(encoder, windows, args.batch, device), args.repeat)
     mpix = big.sizes["y"] * big.sizes["x"] / 1e6

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table  # noqa: E402
 
 from eossl.models.registry import build_method  # noqa: E402
-from eossl.train.loop import resolve_device  # noqa: E402
+from eossl.device import resolve_device  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
 

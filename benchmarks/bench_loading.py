@@ -43,7 +43,7 @@ from eossl.data import stac  # noqa: E402
 from eossl.data.normalize import band_stats  # noqa: E402
 from eossl.data.patches import PatchSampler  # noqa: E402
 from eossl.models.registry import build_method, default_encoder  # noqa: E402
-from eossl.train.loop import resolve_device  # noqa: E402
+from eossl.device import resolve_device  # noqa: E402
 
 SIZE, BATCH = 64, 64
 SHARED = Path(os.environ.get("EOSSL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

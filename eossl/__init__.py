@@ -6,6 +6,8 @@
     emb = eossl.embed(run.model, chips)
 """
 
+import sys as _sys
+
 from eossl import datasets, plot, progress
 from eossl.data import stac  # eossl.stac.search / load; pystac-client and odc-stac load lazily
 from eossl.analysis.change import change, change_vector, evaluate_change
@@ -27,14 +29,20 @@ from eossl.finetune import FinetuneRun, finetune, predict
 from eossl.finetune import load as load_finetuned
 from eossl.models.load import load_model
 from eossl.models.registry import methods
-from eossl.train.loop import Callback, PretrainConfig, pretrain
+from eossl.card import Card
+from eossl.train.callbacks import Callback, LivePlot, StopAfter
+from eossl.train.loop import PretrainConfig, pretrain
 from eossl.train.recipes import recipes
+
+# `import eossl.stac` and `from eossl.stac import search` find the same module as eossl.stac
+# (one module under two names, as os.path is): the data layer owns it, the short name is the public one.
+_sys.modules.setdefault("eossl.stac", stac)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats", "normalize",
-    "grid_patches", "random_patches", "methods", "recipes", "pretrain", "PretrainConfig", "Callback",
+    "grid_patches", "random_patches", "methods", "recipes", "pretrain", "PretrainConfig", "Callback", "LivePlot", "StopAfter", "Card",
     "load_model", "embed", "embed_to_zarr", "pca_rgb", "umap", "knn_accuracy", "probe", "scene_labels", "band_importance", "band_statistics", "SENSORS", "plot",
     "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "SearchIndex", "progress", "DataError", "CheckpointError", "EosslError", "ParameterError",
     "finetune", "predict", "load_finetuned", "FinetuneRun",

@@ -23,7 +23,7 @@ reruns (or resumes) the same run. Logs: ``out/history.csv`` and, when tensorboar
 ``out/tensorboard``.
 
 ``eossl embed MODEL DATA --out emb.nc`` (or ``.zarr``) embeds chips, a scene or a bundled sample with
-an eossl checkpoint or a community state dict (``--encoder/--bands/--normalisation`` describe a
+an eossl checkpoint or a community state dict (``--encoder/--bands/--normalization`` describe a
 foreign file). A scene file into ``.zarr`` goes through :func:`eossl.embed_to_zarr`: chunk by
 chunk, resumable after an interruption. ``eossl evaluate`` prints the few-label probe table of :func:`eossl.probe` for saved
 embeddings or a model, on labelled chips. Outputs are written to a temporary name and renamed, so
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
 from pathlib import Path
 
@@ -114,9 +113,9 @@ def resolved_config(trainer_config, data_spec, out) -> dict:
 
 
 def _resolved_config_writer(data_spec, out):
-    from eossl.train.checkpoint import atomic_write_bytes
-    from eossl.train.distributed import is_main
-    from eossl.train.loop import Callback
+    from eossl.outputs import atomic_write_bytes
+    from eossl.distributed import is_main
+    from eossl.train.callbacks import Callback
 
     class WriteResolvedConfig(Callback):
         """Writes ``out/config.yaml`` when training starts, so it sits beside every checkpoint."""
@@ -131,7 +130,7 @@ def _resolved_config_writer(data_spec, out):
 
 def cmd_pretrain(args) -> int:
     import eossl
-    from eossl.train.distributed import is_main
+    from eossl.distributed import is_main
     config = read_config(args.config)
     for key in ("out", "steps", "minutes", "device"):
         if getattr(args, key) is not None:
@@ -203,7 +202,7 @@ def _load_model(args):
     import eossl
     bands = args.bands.split(",") if getattr(args, "bands", None) else None
     return eossl.load_model(args.model, encoder=getattr(args, "encoder", None), bands=bands,
-                            normalisation=getattr(args, "normalisation", None),
+                            normalization=getattr(args, "normalization", None),
                             on_mismatch=getattr(args, "on_mismatch", None))
 
 
@@ -336,7 +335,7 @@ def _model_options(p):
     g.add_argument("--encoder", help="architecture, e.g. resnet50 or vit_small_patch16_224 (default: "
                                      "read from the weights)")
     g.add_argument("--bands", help="comma-separated band names of the input channels, in order")
-    g.add_argument("--normalisation", help="'ssl4eo' (DN / 10000) when the file does not say")
+    g.add_argument("--normalization", "--normalisation", dest="normalization", help="'ssl4eo' (DN / 10000) when the file does not say")
     g.add_argument("--on-mismatch", dest="on_mismatch", choices=["convert", "warn", "error"],
                    help="data in other units than the model's (DN vs reflectance)")
 

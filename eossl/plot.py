@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from eossl.card import match_bands, model_input
 from eossl.data.bands import rgb_bands
 
 
@@ -118,7 +119,6 @@ def show_reconstructions(model, data, bands_idx=None, n: int = 4, mask_ratio: fl
 
 def _model_rgb_input(model, chips: xr.DataArray):
     """Normalised model input for chips, and the indices of its true-colour bands."""
-    from eossl.analysis.embed import match_bands, model_input
     names = match_bands(chips, model.card)["band"].values.tolist()
     return model_input(model, chips), [names.index(b) for b in rgb_bands(match_bands(chips, model.card))]
 

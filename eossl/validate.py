@@ -79,3 +79,16 @@ def device(value, name: str = "device") -> str:
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ParameterError(f"{name}='mps', but Apple's MPS backend is not available here; use 'auto' or 'cpu'")
     return value
+
+
+_RENAMED_WARNED: set = set()
+
+
+def warn_renamed(old: str, new: str, where: str = "") -> None:
+    """One warning per process that ``old=`` is now spelled ``new=`` (the old spelling still works)."""
+    import warnings
+    if (old, new, where) in _RENAMED_WARNED:
+        return
+    _RENAMED_WARNED.add((old, new, where))
+    warnings.warn(f"{where + ': ' if where else ''}{old}= is now spelled {new}=; the old spelling still "
+                  "works but will be removed", FutureWarning, stacklevel=3)

@@ -170,7 +170,6 @@ def test_show_band_groups_colours_each_group(chips):
 
 
 def test_show_pairs_and_show_tiles(chips):
-    from eossl.analysis.embed import model_input
     from eossl.models.registry import build_method
     x = eossl.normalize(chips).values[:3]
     fig = plot.show_pairs(x, x[::-1], n=3)

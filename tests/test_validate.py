@@ -51,3 +51,23 @@ def test_device_strings():
 
 def test_parameter_errors_are_eossl_errors_and_value_errors():
     assert issubclass(ParameterError, EosslError) and issubclass(ParameterError, ValueError)
+
+
+def test_old_spellings_warn_once_and_still_work(tmp_path):
+    import warnings as _w
+    from eossl.validate import _RENAMED_WARNED, warn_renamed
+    _RENAMED_WARNED.discard(("colour", "color", "demo"))
+    with pytest.warns(FutureWarning, match="demo: colour= is now spelled color="):
+        warn_renamed("colour", "color", "demo")
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        warn_renamed("colour", "color", "demo")          # once per process
+
+
+def test_eossl_stac_and_liveplot_are_public():
+    import importlib
+    import eossl
+    stac = importlib.import_module("eossl.stac")
+    from eossl.stac import search
+    assert stac is eossl.stac and search is eossl.stac.search
+    assert eossl.LivePlot is importlib.import_module("eossl.train.callbacks").LivePlot

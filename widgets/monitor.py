@@ -32,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("eossl_widgets needs ipywidgets: pip install 'eossl[maps]'") from None
 
-from eossl.train.loop import Callback
+from eossl.train.callbacks import Callback
 
 OK_COLOUR, WARN_COLOUR = "#1b7837", "#c51b7d"
 
@@ -188,7 +188,7 @@ class TrainingMonitor(Callback, ipw.VBox):
         return f" / {self.total_steps}" if self.total_steps else getattr(self, "_budget", "")
 
     def on_train_start(self, trainer) -> None:
-        from eossl.train.distributed import is_main
+        from eossl.distributed import is_main
         self._main = is_main()
         self._stop.clear()  # a click left over from an earlier run must not end this one
         self.history = list(trainer.history)  # a resumed run brings its history

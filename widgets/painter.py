@@ -208,7 +208,7 @@ class LabelPainter(ipw.VBox):
             counts[lab["class"]] = counts.get(lab["class"], 0) + 1
         items = "".join(f"<span style='margin-right:12px'><span style='color:{col}'>&#9632;</span> {c} "
                         f"({counts.get(c, 0)})</span>" for c, col in zip(self.classes, colours))
-        self.legend.value = items + (f"<span style='margin-left:6px'><span style='color:#555'>&#9675;</span> "
+        self.legend.value = items + ("<span style='margin-left:6px'><span style='color:#555'>&#9675;</span> "
                                      "label here next</span>" if self.fitted else "")
 
     def _say(self, text: str, level: str = "warning") -> None:
@@ -363,7 +363,7 @@ class LabelPainter(ipw.VBox):
 
     def save(self, path) -> Path | None:
         """Write the labels to a GeoJSON file (atomically: a failed write keeps the old file)."""
-        from eossl.train.checkpoint import atomic_write_bytes
+        from eossl.outputs import atomic_write_bytes
         path = Path(path)
         try:
             atomic_write_bytes(path, json.dumps(self.to_geojson(), indent=1).encode())

@@ -26,20 +26,19 @@ chips or ``(y, x)`` on the embedding grid with the scene's CRS; ``"class"`` a ``
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 import xarray as xr
 
-from eossl.analysis.embed import (_encoder_and_card, _grid_to_xarray, _window_starts, check_units, units_guard,
-                                  match_bands, model_input)
+from eossl.analysis.embed import _grid_to_xarray
 from eossl.analysis.probe import _missing
-from eossl.data.normalize import nodata_to_nan
+from eossl.card import card_of, conform, normalized
+from eossl.data.patches import window_starts
+from eossl.device import resolve_device
 from eossl.errors import DataError
 from eossl.progress import progress
-from eossl.train.loop import resolve_device
 
 METHODS = ("occlusion", "gradient", "attention")
 PER = ("scene", "patch", "class")
@@ -171,7 +170,7 @@ def band_importance(model, data, method: str = "occlusion", per: str = "scene", 
         raise DataError(f"method must be one of {METHODS}, got {method!r}")
     if per not in PER:
         raise DataError(f"per must be one of {PER}, got {per!r}")
-    encoder, card = _encoder_and_card(model)
+    encoder, card = card_of(model)
     if isinstance(data, xr.Dataset):
         data = data["image"]
     if not isinstance(data, xr.DataArray) or "band" not in data.dims:
@@ -187,14 +186,12 @@ def band_importance(model, data, method: str = "occlusion", per: str = "scene", 
             group_of[group] = g
     fn = {"occlusion": _occlusion, "gradient": _gradient, "attention": _attention}[method]
     dev = resolve_device(device)
-    da = match_bands(data, card)
-    with warnings.catch_warnings():  # model_input below converts units and says so, once
-        warnings.simplefilter("ignore", UserWarning)
-        converted_card = units_guard(da, card)
-    check_units(da, converted_card)  # other scalings than DN <-> reflectance still warn
+    # the card's bands, in its units (converted, with a warning), checked once for the whole call
+    da, norm_card = conform(data, card)
 
     if da.ndim == 4 and "sample" in da.dims:
-        values = _run(fn, encoder, model_input(model, da), dev, batch_size, pooled=True,
+        chips = normalized(da.transpose("sample", "band", "y", "x").values, norm_card, 1, da.attrs.get("nodata"))
+        values = _run(fn, encoder, np.nan_to_num(chips), dev, batch_size, pooled=True,
                       desc=f"band importance ({method})")  # (N, C) or (N, G)
         if group_of is not None:
             values = _to_bands(values, group_of)
@@ -202,7 +199,7 @@ def band_importance(model, data, method: str = "occlusion", per: str = "scene", 
         imp = xr.DataArray(values, dims=("sample", "band"), coords=coords)
         unit_dims = ("sample",)
     elif da.ndim == 3:
-        imp = _scene_importance(fn, encoder, card, model, da, dev, batch_size, window, method, group_of)
+        imp = _scene_importance(fn, encoder, norm_card, da, dev, batch_size, window, method, group_of)
         unit_dims = ("y", "x")
     else:
         raise DataError(f"band_importance takes chips (sample, band, y, x) or a scene (band, y, x), got "
@@ -220,22 +217,21 @@ def band_importance(model, data, method: str = "occlusion", per: str = "scene", 
     return imp
 
 
-def _scene_importance(fn, encoder, card, model, da, dev, batch_size, window, method, group_of) -> xr.DataArray:
+def _scene_importance(fn, encoder, card, da, dev, batch_size, window, method, group_of) -> xr.DataArray:
     """A scene (band, y, x) -> importance (band, y, x) on the embedding grid, tiled as embed tiles."""
     p = encoder.patch_size
     H, W = da.sizes["y"], da.sizes["x"]
     rows, cols = H // p, W // p
     if rows == 0 or cols == 0:
         raise DataError(f"the scene is {H}x{W} px, smaller than one {p}x{p} patch of this encoder")
-    arr = model_input(model, da.expand_dims("sample").transpose("sample", "band", "y", "x"))[0]
-    arr = arr[:, :rows * p, :cols * p]  # (C, H', W'), nodata as 0
-    raw = nodata_to_nan(da.transpose("band", "y", "x").values[:, :rows * p, :cols * p].astype("float32"),
-                        da.attrs.get("nodata"))
-    valid = np.isfinite(raw).all(axis=0).reshape(rows, p, cols, p).all(axis=(1, 3))  # (rows, cols)
+    raw = da.transpose("band", "y", "x").values[:, :rows * p, :cols * p]
+    arr = normalized(raw, card, 0, da.attrs.get("nodata"))  # (C, H', W'), NaN for nodata
+    valid = np.isfinite(arr).all(axis=0).reshape(rows, p, cols, p).all(axis=(1, 3))  # (rows, cols)
+    arr = np.nan_to_num(arr)  # nodata as 0, the band mean
     win = window or card["encoder"].get("img_size", 64)
     win = max(p, (win // p) * p)
     win_y, win_x = min(win, rows * p), min(win, cols * p)
-    starts = [(r, c) for r in _window_starts(rows * p, win_y) for c in _window_starts(cols * p, win_x)]
+    starts = [(r, c) for r in window_starts(rows * p, win_y) for c in window_starts(cols * p, win_x)]
     tiles = np.stack([arr[:, r:r + win_y, c:c + win_x] for r, c in starts])  # (N, C, wy, wx)
     maps = _run(fn, encoder, tiles, dev, batch_size, pooled=False, desc=f"band importance ({method})")
     if group_of is not None:

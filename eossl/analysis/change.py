@@ -75,17 +75,35 @@ def change(emb_t1: xr.DataArray, emb_t2: xr.DataArray, standardize: bool = True,
     out = xr.DataArray(score, dims=("y", "x"), coords={d: emb_t1[d] for d in ("y", "x") if d in emb_t1.coords},
                        name="change_score", attrs={"description": f"{what} between the dates' {how}embeddings",
                                                    "metric": metric})
+    if "patch_size" in emb_t1.attrs:  # so evaluate_change needs no patch size
+        out.attrs["patch_size"] = emb_t1.attrs["patch_size"]
     if emb_t1.rio.crs is not None:
         out = out.rio.write_crs(emb_t1.rio.crs)
     return out
 
 
-def change_vector(image_t1: xr.DataArray, image_t2: xr.DataArray, patch_size: int) -> xr.DataArray:
+def _patch_size_of(patch_size, what: str) -> int:
+    """A patch size given as a number, or read from embeddings / a score map (``attrs["patch_size"]``)."""
+    if isinstance(patch_size, xr.DataArray):
+        if "patch_size" not in patch_size.attrs:
+            raise DataError(f"{what}: the array given as patch_size carries no 'patch_size' attribute; pass "
+                            "the embeddings from eossl.embed (or a number of pixels)")
+        patch_size = patch_size.attrs["patch_size"]
+    if patch_size is None:
+        raise DataError(f"{what} needs the encoder's patch size: pass patch_size=emb (the embeddings from "
+                        "eossl.embed carry it) or a number of pixels")
+    return check.integer("patch_size", patch_size, minimum=1)
+
+
+def change_vector(image_t1: xr.DataArray, image_t2: xr.DataArray, patch_size) -> xr.DataArray:
     """The raw spectral baseline (change-vector analysis): per patch, the length of the difference of
     the two dates' per-band means. Each date is standardised with its own per-band statistics first
     (a simple relative radiometric normalisation), so a global brightness or stretch difference
     between the dates is not taken for change. ``(y, x)`` on the same patch grid as
-    :func:`eossl.embed` with that patch size; NaN where a patch holds a nodata pixel."""
+    :func:`eossl.embed` with that patch size; NaN where a patch holds a nodata pixel.
+
+    ``patch_size`` is a number of pixels or the embeddings of one date (``eossl.embed`` records
+    the encoder's patch size on them), so the two maps line up."""
     if image_t1.sizes != image_t2.sizes:
         raise DataError(f"the two images differ in size ({dict(image_t1.sizes)} vs {dict(image_t2.sizes)}); "
                         "open both dates with eossl.open_stack, which puts them on one grid")
@@ -93,7 +111,7 @@ def change_vector(image_t1: xr.DataArray, image_t2: xr.DataArray, patch_size: in
         if dim in image_t1.coords and dim in image_t2.coords and not np.allclose(image_t1[dim], image_t2[dim]):
             raise DataError(f"the two images have the same size but other {dim} coordinates: they do not "
                             "cover the same ground; open both dates with eossl.open_stack")
-    p = patch_size
+    p = _patch_size_of(patch_size, "change_vector")
     rows, cols = image_t1.sizes["y"] // p, image_t1.sizes["x"] // p
     if rows == 0 or cols == 0:
         raise DataError(f"images of {image_t1.sizes['y']}x{image_t1.sizes['x']} px hold no {p} px patch")
@@ -107,7 +125,7 @@ def change_vector(image_t1: xr.DataArray, image_t2: xr.DataArray, patch_size: in
         return values.reshape(-1, rows, p, cols, p).mean(axis=(2, 4))  # (C, rows, cols)
 
     score = np.linalg.norm(patch_means(image_t1) - patch_means(image_t2), axis=0)
-    out = xr.DataArray(score, dims=("y", "x"), name="change_vector")
+    out = xr.DataArray(score, dims=("y", "x"), name="change_vector", attrs={"patch_size": p})
     if "x" in image_t1.coords and "y" in image_t1.coords:
         xs = image_t1["x"].values[:cols * p].reshape(cols, p).mean(axis=1)
         ys = image_t1["y"].values[:rows * p].reshape(rows, p).mean(axis=1)
@@ -132,11 +150,13 @@ def patch_labels(labels: xr.DataArray, patch_size: int, changed: int = 2, unchan
     return out
 
 
-def evaluate_change(score: xr.DataArray, labels: xr.DataArray, patch_size: int, **kwargs) -> dict:
+def evaluate_change(score: xr.DataArray, labels: xr.DataArray, patch_size=None, **kwargs) -> dict:
     """Score a change map against pixel labels: ROC AUC, and the best F1 over thresholds (with the
-    threshold), on the patches that carry a label. ``kwargs`` go to :func:`patch_labels`."""
+    threshold), on the patches that carry a label. The patch size defaults to the score map's
+    (``eossl.change`` and ``change_vector`` record it). ``kwargs`` go to :func:`patch_labels`."""
     from sklearn.metrics import precision_recall_curve, roc_auc_score
-    truth = patch_labels(labels, patch_size, **kwargs)
+    p = _patch_size_of(score if patch_size is None else patch_size, "evaluate_change")
+    truth = patch_labels(labels, p, **kwargs)
     if truth.shape != score.shape:
         raise DataError(f"labels give a {truth.shape} patch grid but the score map is {score.shape}; "
                         "pass the labels of the same scene and the encoder's patch size")

@@ -177,7 +177,7 @@ class _Splitter:
         if self.groups is None:
             return {c: int(counts[c] > self.shots) for c in classes}
         if len(self.blocks) < 2:
-            raise DataError(f"all labeled samples fall in one block; a blocked split needs at least two "
+            raise DataError("all labeled samples fall in one block; a blocked split needs at least two "
                             "blocks: use a smaller block")
         fits = dict.fromkeys(classes, 0)
         for _ in range(tries):

@@ -37,13 +37,16 @@ import numpy as np
 import torch
 import xarray as xr
 
-from eossl.analysis.embed import _encoder_and_card, _grid_to_xarray, check_units, match_bands, units_guard
-from eossl.data.normalize import nodata_to_nan, normalize_array
 from eossl import validate as check
+from eossl.analysis.embed import _grid_to_xarray
+from eossl.card import card_of, conform, match_bands
+from eossl.checkpoint import save_checkpoint
+from eossl.data.normalize import nodata_to_nan, normalize_array
+from eossl.data.patches import window_starts
+from eossl.device import resolve_device
 from eossl.errors import DataError
 from eossl.outputs import OUTPUT_MARKER, is_eossl_output
 from eossl.progress import progress
-from eossl.train.loop import resolve_device
 
 FORMAT = "eossl-embeddings-zarr/1"
 DONE = "_eossl/done"          # (chunk_row, chunk_col) uint8: 1 once the chunk is written
@@ -94,17 +97,6 @@ class _Plan:
                 slice(int(self.starts_x[kx[0]]), int(self.starts_x[kx[-1]]) + self.win[1]))
 
 
-def window_starts(length: int, window: int, stride: int) -> np.ndarray:
-    """Window starts covering [0, length) every ``stride`` px, the last flush with the end.
-    With stride == window these are :func:`eossl.embed`'s tiles."""
-    if length <= window:
-        return np.array([0])
-    starts = list(range(0, length - window + 1, stride))
-    if starts[-1] + window < length:
-        starts.append(length - window)
-    return np.array(starts)
-
-
 def _owned_from(starts: np.ndarray, margin: int) -> np.ndarray:
     """First pixel each window owns: a patch belongs to the last window that starts at least
     ``margin`` px before it (the first window owns from 0). With margin 0 this is what
@@ -132,8 +124,8 @@ def _plan(encoder, card, da, chunk, overlap, window, norm: dict | None = None) -
                         f"a chunk must hold at least one window; use chunk >= {max(win_y, win_x)} "
                         f"(a multiple of {win - overlap} px wastes least)")
     margin = (overlap // 2) // p * p  # context a patch keeps on the near side of its window
-    sy = window_starts(rows * p, win_y, win_y - overlap)
-    sx = window_starts(cols * p, win_x, win_x - overlap)
+    sy = np.asarray(window_starts(rows * p, win_y, win_y - overlap))
+    sx = np.asarray(window_starts(cols * p, win_x, win_x - overlap))
     norm = norm or card["normalization"]
     return _Plan(p=p, rows=rows, cols=cols, win=(win_y, win_x), starts_y=sy, starts_x=sx,
                  own_y=_owned_from(sy, margin), own_x=_owned_from(sx, margin),
@@ -231,7 +223,7 @@ def _worker_model(checkpoint: str, device: str):
     if key not in _WORKER_MODELS:
         _WORKER_MODELS.clear()
         model = load_model(checkpoint)
-        encoder, _ = _encoder_and_card(model)
+        encoder, _ = card_of(model)
         dev = resolve_device(device)
         _WORKER_MODELS[key] = (encoder.to(dev).eval(), dev)
     return _WORKER_MODELS[key]
@@ -403,7 +395,7 @@ def embed_to_zarr(model, scene, store, *, chunk: int = 2048, overlap: int = 0, b
         from eossl.models.load import load_model
         checkpoint = str(model)
         model = load_model(model)
-    encoder, card = _encoder_and_card(model)
+    encoder, card = card_of(model)
     da = match_bands(scene, card).transpose("band", "y", "x")
 
     # A central sample: checks the units once (not per chunk) and identifies the scene's pixels.
@@ -413,8 +405,7 @@ def embed_to_zarr(model, scene, store, *, chunk: int = 2048, overlap: int = 0, b
     norm_card = card
     if check_values:  # as eossl.embed: maybe a card whose statistics also convert the units
         sample = nodata_to_nan(probe.astype("float64"), da.attrs.get("nodata")).reshape(len(probe), -1)
-        norm_card = units_guard(da, card, sample, on_mismatch=on_mismatch)
-        check_units(da, norm_card, sample)
+        _, norm_card = conform(da, card, on_mismatch=on_mismatch, sample=sample)
     plan = _plan(encoder, card, da, int(chunk), int(overlap), window, norm_card["normalization"])
     dim = int(encoder.dim)
     if "x" not in da.coords or "y" not in da.coords or da.rio.crs is None:
@@ -458,8 +449,7 @@ def _run_on_cluster(client, model, checkpoint, path, plan, da, todo, device, bat
     if checkpoint is None:
         # Workers load the model from a checkpoint in the store (shared with them like the store
         # itself) rather than each task unpickling a copy of the weights.
-        from eossl.train.checkpoint import save_checkpoint
-        _, card = _encoder_and_card(model)
+        _, card = card_of(model)
         checkpoint = str(save_checkpoint(path / MODEL_DIR, model, card))
     futures = []
     for i, j in todo:

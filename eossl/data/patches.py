@@ -16,6 +16,29 @@ from eossl.data.normalize import nodata_to_nan, normalize_array, stats_of
 from eossl.errors import DataError
 
 
+def window_starts(length: int, window: int, stride: int | None = None) -> list[int]:
+    """Window starts covering [0, length) every ``stride`` px (default: ``window``, no overlap),
+    the last window flush with the end (overlap instead of padding). The one tiler: embed,
+    scene-scale embedding, band importance and tiled prediction all cut their windows here."""
+    stride = window if stride is None else stride
+    if stride < 1:
+        raise DataError(f"window stride must be at least 1 px, got {stride}")
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def tile_size(length: int, window: int, p: int) -> int:
+    """The window along one axis: a multiple of the patch size ``p``, no bigger than the scene."""
+    size = min(window, (length // p) * p)
+    if size < p:
+        raise DataError(f"the scene is {length} px along one axis, smaller than one {p} px patch of this encoder")
+    return (size // p) * p
+
+
 def _as_images(da: xr.DataArray) -> tuple[np.ndarray, str]:
     """Any supported layout as float32 ``(N, C, H, W)`` with NaN for nodata; plus its kind."""
     if "band" not in da.dims:

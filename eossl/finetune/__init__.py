@@ -12,21 +12,18 @@ change           two dates (time=2, band, y, x)      raster (y, x), same grid  s
 ===============  ==================================  ======================  ==========================
 
 Files: ``classification.py``, ``segmentation.py``, ``change.py`` (one per task), ``heads.py``
-(model, heads, loading) and ``loop.py`` (training loop, losses, metrics, tiled prediction).
+(model, heads, loading), ``loop.py`` (training loop, losses, metrics, tiled prediction) and
+``predict.py`` (prediction for every task, and :class:`FinetuneRun`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import xarray as xr
-
-from eossl.errors import DataError
-from eossl.finetune.change import finetune_change, open_oscd, predict_pair
-from eossl.finetune.classification import finetune_classification, predict_chips
+from eossl.finetune.change import finetune_change, open_oscd
+from eossl.finetune.classification import finetune_classification
 from eossl.finetune.heads import TASKS, FinetuneModel, load
-from eossl.finetune.loop import FinetuneRun, metrics_table, random_model
-from eossl.finetune.segmentation import finetune_segmentation, predict_scene
+from eossl.finetune.loop import metrics_table, random_model
+from eossl.finetune.predict import FinetuneRun, predict
+from eossl.finetune.segmentation import finetune_segmentation
 
 _TASK_FUNCTIONS = {"classification": finetune_classification, "segmentation": finetune_segmentation,
                    "change": finetune_change}
@@ -72,34 +69,6 @@ def finetune(model, data, labels=None, task: str = "classification", *, shots: i
     if task not in _TASK_FUNCTIONS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     return _TASK_FUNCTIONS[task](model, data, labels, shots=shots, train=train, steps=steps, out=out, **kwargs)
-
-
-def predict(finetuned, data, *, window: int | None = None, overlap: int | None = None,
-            proba: bool = False, dates=None, device: str = "auto", batch_size: int = 16):
-    """Predict with a fine-tuned model (a :class:`FinetuneRun`, its ``.model``, or a checkpoint path).
-
-    - chips (sample, band, y, x) -> ``(sample,)`` class values (classification);
-    - a scene (band, y, x) -> a class map ``(y, x)`` with the scene's CRS and transform, computed
-      on overlapping ``window`` px tiles (default: the encoder's training size; ``overlap`` default a
-      quarter tile) blended with a tapered weight; a stack -> ``(time, y, x)``; a classifier gives
-      one class per tile, blended the same way;
-    - change: two dates (stack, Dataset or pair of scenes) -> change class map ``(y, x)``.
-
-    ``proba=True`` gives class probabilities (``class`` dim) instead. Pixels with no data in the
-    input come out as -1 (``nodata`` attribute) / NaN probabilities.
-    """
-    model = load(finetuned) if isinstance(finetuned, (str, Path)) else getattr(finetuned, "model", finetuned)
-    if not isinstance(model, FinetuneModel) or not hasattr(model, "card"):
-        raise DataError("predict needs a fine-tuned model: the run from eossl.finetune(...), its .model, "
-                        "or the path of its checkpoint")
-    task = model.card["task"]
-    if task == "change":
-        return predict_pair(model, data, dates, window, overlap, proba, device, batch_size)
-    if isinstance(data, xr.Dataset):
-        data = data["image"]
-    if task == "classification" and isinstance(data, xr.DataArray) and "sample" in data.dims:
-        return predict_chips(model, data, proba, device)
-    return predict_scene(model, data, window, overlap, proba, device, batch_size)
 
 
 __all__ = ["finetune", "predict", "load", "FinetuneRun", "FinetuneModel", "random_model", "metrics_table",

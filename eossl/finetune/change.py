@@ -19,36 +19,10 @@ from pathlib import Path
 import xarray as xr
 
 from eossl.errors import DataError
-from eossl.finetune.loop import FinetuneRun, check_grid, class_map, predict_tiled
-from eossl.finetune.segmentation import fit_dense, image_and_labels, stack_values
-from eossl.train.loop import resolve_device
+from eossl.finetune.predict import FinetuneRun, pair_of, predict_pair, stack_values  # noqa: F401 (predict_pair: re-exported)
+from eossl.finetune.segmentation import fit_dense, image_and_labels
 
 OSCD_CLASSES = {1: "unchanged", 2: "changed"}
-
-
-def pair_of(data, dates=None) -> xr.DataArray:
-    """Two dates as ``(time=2, band, y, x)`` from a stack (``dates`` picks two indices when it has
-    more), a Dataset's ``image``, or a pair ``(scene_1, scene_2)`` on one grid."""
-    if isinstance(data, xr.Dataset):
-        data = data["image"]
-    if isinstance(data, (tuple, list)):
-        if len(data) != 2:
-            raise DataError(f"change detection needs two scenes, got {len(data)}")
-        a, b = data
-        check_grid(a, b.isel(band=0, drop=True) if "band" in b.dims else b, "the second scene")
-        return xr.concat([a, b.assign_coords(x=a.x, y=a.y)], dim="time").transpose("time", "band", "y", "x")
-    if not isinstance(data, xr.DataArray) or data.ndim != 4 or not {"band", "y", "x"} <= set(data.dims):
-        raise DataError(f"change detection needs two dates: a stack (time, band, y, x) or a pair of scenes, "
-                        f"got {getattr(data, 'dims', type(data).__name__)}")
-    lead = [d for d in data.dims if d not in ("band", "y", "x")][0]
-    n = data.sizes[lead]
-    if dates is None:
-        if n != 2:
-            raise DataError(f"the stack has {n} dates; say which two to compare with dates=(i, j)")
-        dates = (0, 1)
-    if len(dates) != 2 or not all(-n <= d < n for d in dates):
-        raise DataError(f"dates must be two indices into the {n} dates, got {dates}")
-    return data.isel({lead: list(dates)}).transpose(lead, "band", "y", "x")
 
 
 def finetune_change(model, data, labels=None, *, dates=None, shots: int | None = None, classes=None,
@@ -70,19 +44,6 @@ def finetune_change(model, data, labels=None, *, dates=None, shots: int | None =
                      class_weight=class_weight, augment=augment, encoder=encoder, out=out,
                      overwrite=overwrite, device=device, seed=seed, random_data=pair,
                      head={"decoder": decoder, "hidden": hidden})
-
-
-def predict_pair(model, data, dates=None, window=None, overlap=None, proba=False, device="auto",
-                 batch_size: int = 16) -> xr.DataArray:
-    """Two dates -> change class map (y, x) (or (class, y, x) probabilities) with the scene's CRS."""
-    pair = pair_of(data, dates)
-    arr = stack_values(pair, model.card)  # (2, C, H, W)
-    classes = [c["value"] for c in model.card["classes"]]
-    names = [c["name"] for c in model.card["classes"]]
-    probs = predict_tiled(model, arr, window, overlap, resolve_device(device), batch_size, desc="predict change")
-    attrs = {"task": "change", "encoder": model.card["encoder"].get("name", ""),
-             "dates": [str(v) for v in pair[pair.dims[0]].values]}
-    return class_map(probs, classes, pair.isel({pair.dims[0]: 0}), "change", proba, names, attrs)
 
 
 def open_oscd(city) -> xr.Dataset:

@@ -14,20 +14,10 @@ import xarray as xr
 
 from eossl.errors import DataError
 from eossl.finetune.heads import build
-from eossl.finetune.loop import (FinetuneRun, LoopConfig, base_of, check_out, draw, make_card,
-                                 metrics_table, model_values, resolve_classes, save_run, train_loop)
-from eossl.train.loop import resolve_device
-
-
-def chips_of(data) -> xr.DataArray:
-    """Chips ``(sample, band, y, x)`` from a DataArray or a Dataset's ``image``."""
-    if isinstance(data, xr.Dataset):
-        data = data["image"]
-    if not isinstance(data, xr.DataArray) or set(data.dims) != {"sample", "band", "y", "x"}:
-        dims = getattr(data, "dims", type(data).__name__)
-        raise DataError(f"classification trains on chips (sample, band, y, x), got {dims}; open a chip "
-                        "folder with eossl.open_chips, or use task='segmentation' for per-pixel labels on a scene")
-    return data.transpose("sample", "band", "y", "x")
+from eossl.device import resolve_device
+from eossl.finetune.loop import (LoopConfig, base_of, check_out, draw, make_card, metrics_table, model_values,
+                                 resolve_classes, save_run, train_loop)
+from eossl.finetune.predict import FinetuneRun, _logits, chips_of, predict_chips  # noqa: F401 (predict_chips: re-exported)
 
 
 def labels_of(chips: xr.DataArray, labels) -> np.ndarray:
@@ -44,12 +34,6 @@ def labels_of(chips: xr.DataArray, labels) -> np.ndarray:
         raise DataError(f"{labels.shape[0] if labels.ndim else 0} labels for {chips.sizes['sample']} chips: "
                         "give exactly one label per chip")
     return labels
-
-
-@torch.no_grad()
-def _logits(model, x: torch.Tensor, device, batch_size: int = 64) -> torch.Tensor:
-    model.to(device).eval()
-    return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 
 
 def finetune_classification(model, data, labels=None, *, shots: int | None = None, classes=None,
@@ -72,7 +56,7 @@ def finetune_classification(model, data, labels=None, *, shots: int | None = Non
     index = np.array([lookup.get(v.item() if hasattr(v, "item") else v, -1) for v in y_raw])
     train_idx, test_idx = draw(index, shots, classes, names, np.random.default_rng(seed), test_fraction, "chip")
 
-    x = torch.from_numpy(np.nan_to_num(model_values(chips, base_card, band_axis=1)))  # (N, C, H, W)
+    x = torch.from_numpy(np.nan_to_num(model_values(chips.transpose("sample", "band", "y", "x"), base_card)))  # (N, C, H, W)
     y = torch.from_numpy(index).long()
     ft = build(enc, "classification", len(classes))
     history = train_loop(ft, x[train_idx], y[train_idx], cfg, dev, desc=f"finetune classification ({train})")
@@ -83,19 +67,3 @@ def finetune_classification(model, data, labels=None, *, shots: int | None = Non
     path = save_run(out, ft, history, metrics)
     return FinetuneRun(ft, history, path, metrics, "classification",
                        {"train": np.sort(train_idx), "test": np.sort(test_idx)})
-
-
-def predict_chips(model, chips: xr.DataArray, proba: bool = False, device: str = "auto",
-                  batch_size: int = 64) -> xr.DataArray:
-    """``(sample,)`` predicted class values for chips (or ``(sample, class)`` probabilities),
-    keeping the chips' sample coordinates."""
-    chips = chips_of(chips)
-    x = torch.from_numpy(np.nan_to_num(model_values(chips, model.card, band_axis=1)))
-    probs = torch.softmax(_logits(model, x, resolve_device(device), batch_size), dim=1).numpy()
-    classes = [c["value"] for c in model.card["classes"]]
-    coords = {k: v for k, v in chips.coords.items() if v.dims == ("sample",)}
-    if proba:
-        return xr.DataArray(probs, dims=("sample", "class"), name="probability",
-                            coords={**coords, "class": [str(c) for c in classes]})
-    return xr.DataArray(np.asarray(classes)[probs.argmax(1)], dims=("sample",), coords=coords,
-                        name="prediction")

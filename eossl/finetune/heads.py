@@ -23,7 +23,7 @@ from torch import nn
 
 from eossl.errors import CheckpointError
 from eossl.models.backbones import Encoder
-from eossl.train.checkpoint import read_checkpoint
+from eossl.checkpoint import read_checkpoint
 
 TASKS = ("classification", "segmentation", "change")
 DECODERS = ("patch", "skip")

@@ -14,13 +14,17 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from eossl.data.normalize import nodata_to_nan, normalize_array, stats_of
 from eossl import validate as check
+from eossl.card import Card, finetune_card, prepare, training_card
+from eossl.checkpoint import CHECKPOINT_FILE, atomic_write_bytes, resolve, save_checkpoint
+from eossl.data.normalize import stats_of
+from eossl.data.patches import tile_size, window_starts
 from eossl.errors import CheckpointError, DataError, ParameterError
 from eossl.finetune.heads import FinetuneModel, set_trainable
 from eossl.models.backbones import Encoder
+from eossl.models.load import load_model
 from eossl.progress import progress
-from eossl.train.checkpoint import CHECKPOINT_FILE, atomic_write_bytes, save_checkpoint
+from eossl.train.loop import training_arrays
 
 # ---------------------------------------------------------------- where the encoder comes from
 
@@ -39,17 +43,14 @@ def random_model(data, encoder: str | dict | None = None, img_size: int = 64, se
     """A randomly initialised encoder for ``data``'s bands, normalised with ``data``'s own band
     statistics: the baseline every pretrained encoder must beat. Returns a module with
     ``.encoder`` and ``.card``, usable wherever a pretrained model is."""
-    from eossl.train.loop import PretrainConfig, make_card, training_arrays
     arrays = training_arrays(data)
     spec = dict(DEFAULT_RANDOM_ENCODER) if encoder is None else (
         {**DEFAULT_RANDOM_ENCODER, "name": encoder} if isinstance(encoder, str) else dict(encoder))
     spec = {**spec, "in_chans": arrays[0].sizes["band"], "img_size": spec.get("img_size", img_size)}
     torch.manual_seed(seed)
     enc = Encoder(**spec)
-    shim = _RandomBase(enc, {})
-    shim.config = {}
-    card = make_card(PretrainConfig(method="random", encoder=spec, img_size=spec["img_size"]), shim,
-                     arrays, stats_of(arrays))
+    card = training_card(method="random", encoder=enc, arrays=arrays, stats=stats_of(arrays),
+                         config={"img_size": spec["img_size"], "seed": seed})
     card["step"] = 0
     return _RandomBase(enc, card)
 
@@ -61,8 +62,6 @@ def base_of(model, data=None, encoder=None, seed: int = 0):
         model = random_model(data, encoder, seed=seed)
     path = getattr(model, "checkpoint_path", None)
     if isinstance(model, (str, Path)):
-        from eossl.models.load import load_model
-        from eossl.train.checkpoint import resolve
         path, model = resolve(model), load_model(model)
     model = getattr(model, "model", model)  # a PretrainRun or FinetuneRun
     enc = getattr(model, "encoder", None)
@@ -75,16 +74,10 @@ def base_of(model, data=None, encoder=None, seed: int = 0):
 
 # ---------------------------------------------------------------- inputs as the encoder sees them
 
-def model_values(da: xr.DataArray, card: dict, band_axis: int) -> np.ndarray:
-    """Values of ``da`` in the card's band order, normalised with the card's statistics, NaN kept.
-    Warns when the values do not look like what the encoder was trained on (e.g. reflectance vs DN)."""
-    from eossl.analysis.embed import check_units, match_bands, units_guard
-    da = match_bands(da, card)
-    card = units_guard(da, card)  # DN vs reflectance: converted inside the statistics, with a warning
-    check_units(da, card)
-    values = nodata_to_nan(np.asarray(da.values, dtype="float32"), da.attrs.get("nodata"))
-    norm = card["normalization"]
-    return normalize_array(values, norm["mean"], norm["std"], band_axis)
+def model_values(da: xr.DataArray, card) -> np.ndarray:
+    """Values of ``da`` as the encoder sees them (:func:`eossl.card.prepare`), NaN kept: the card's
+    band order, its units, its statistics; a warning when they do not look like the training data."""
+    return prepare(da, card)
 
 
 def check_grid(image: xr.DataArray, labels: xr.DataArray, what: str = "labels") -> None:
@@ -342,27 +335,11 @@ def train_loop(model: FinetuneModel, x: torch.Tensor, y: torch.Tensor, cfg: Loop
 
 # ---------------------------------------------------------------- tiled prediction
 
-def window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Tile starts covering [0, length), the last tile flush with the end (no padding)."""
-    starts = list(range(0, length - window + 1, stride))
-    if starts[-1] + window < length:
-        starts.append(length - window)
-    return starts
-
-
 def _taper(n: int) -> np.ndarray:
     """Weights across a tile: highest in the middle, small but > 0 at the edges, so where tiles
     overlap the prediction from the tile that sees more context counts most."""
     t = (np.arange(n) + 0.5) / n
     return (1 - np.abs(2 * t - 1)) + 1e-3
-
-
-def tile_size(length: int, window: int, p: int) -> int:
-    """The window along one axis: a multiple of the patch size, no bigger than the scene."""
-    size = min(window, (length // p) * p)
-    if size < p:
-        raise DataError(f"the scene is {length} px along one axis, smaller than one {p} px patch of this encoder")
-    return (size // p) * p
 
 
 @torch.no_grad()
@@ -432,29 +409,6 @@ def class_map(probs: np.ndarray, classes: list, like: xr.DataArray, name: str, p
 
 # ---------------------------------------------------------------- the run, its card and checkpoint
 
-@dataclass
-class FinetuneRun:
-    """What :func:`eossl.finetune` gives back: the fine-tuned ``model`` (with ``.card``), the
-    training ``history``, the ``checkpoint_path``, per-class ``metrics`` on the held-out labels, and
-    the ``split`` (which labeled items trained and which were scored)."""
-
-    model: FinetuneModel
-    history: pd.DataFrame
-    checkpoint_path: Path | None
-    metrics: pd.DataFrame
-    task: str
-    split: dict
-
-    def predict(self, data, **kwargs):
-        """:func:`eossl.predict` with this run's model."""
-        from eossl.finetune import predict
-        return predict(self.model, data, **kwargs)
-
-    @property
-    def classes(self) -> dict:
-        return {c["value"]: c["name"] for c in self.model.card["classes"]}
-
-
 def check_out(out, overwrite: bool) -> Path | None:
     """Refuse to replace a checkpoint already in ``out`` before any training time is spent."""
     if out is None:
@@ -469,28 +423,16 @@ def check_out(out, overwrite: bool) -> Path | None:
     return out
 
 
-def make_card(task: str, base_card: dict, base_path, model: FinetuneModel, classes, names,
-              cfg: LoopConfig, **extra) -> dict:
-    """The fine-tuned checkpoint's card: task, classes, the base encoder's bands and normalisation
-    (inputs must be prepared exactly as for the base), the head, and how it was trained."""
-    return {
-        "method": f"finetune_{task}",
-        "task": task,
-        "classes": [{"value": _key(c), "name": n} for c, n in zip(classes, names)],
-        "bands": base_card["bands"],
-        "normalization": base_card["normalization"],
-        "sensor": base_card.get("sensor", "generic"),
-        "input_dtype": base_card.get("input_dtype"),
-        **{k: base_card[k] for k in ("units", "on_mismatch") if k in base_card},
-        "encoder": model.encoder.spec,
-        "embedding_dim": model.encoder.dim,
-        "head": model.head_config,
-        "base": {"method": base_card.get("method"), "step": base_card.get("step"), "checkpoint": base_path},
-        "finetune": {"train": cfg.train, "last_blocks": cfg.last_blocks, "steps": cfg.steps,
-                     "batch_size": cfg.batch_size, "lr": cfg.lr, "encoder_lr_scale": cfg.encoder_lr_scale,
-                     "loss": cfg.loss, "class_weight": cfg.class_weight if isinstance(cfg.class_weight, (str, type(None)))
-                     else list(map(float, cfg.class_weight)), "seed": cfg.seed, **extra},
-    }
+def make_card(task: str, base_card, base_path, model: FinetuneModel, classes, names,
+              cfg: LoopConfig, **extra) -> Card:
+    """The fine-tuned checkpoint's card (see :func:`eossl.card.finetune_card`) with how it trained."""
+    settings = {"train": cfg.train, "last_blocks": cfg.last_blocks, "steps": cfg.steps,
+                "batch_size": cfg.batch_size, "lr": cfg.lr, "encoder_lr_scale": cfg.encoder_lr_scale,
+                "loss": cfg.loss, "class_weight": cfg.class_weight if isinstance(cfg.class_weight, (str, type(None)))
+                else list(map(float, cfg.class_weight)), "seed": cfg.seed, **extra}
+    return finetune_card(base_card, task=task, encoder=model.encoder, head=model.head_config, base_path=base_path,
+                         classes=[{"value": _key(c), "name": n} for c, n in zip(classes, names)],
+                         settings=settings)
 
 
 def save_run(out: Path | None, model: FinetuneModel, history: pd.DataFrame, metrics: pd.DataFrame) -> Path | None:

@@ -19,10 +19,11 @@ import xarray as xr
 from eossl import validate as check
 from eossl.errors import DataError
 from eossl.finetune.heads import build
-from eossl.finetune.loop import (FinetuneRun, LoopConfig, base_of, check_grid, check_out, class_map,
-                                 draw, make_card, metrics_table, model_values, predict_tiled,
-                                 resolve_classes, save_run, tile_size, train_loop, window_starts)
-from eossl.train.loop import resolve_device
+from eossl.data.patches import tile_size, window_starts
+from eossl.device import resolve_device
+from eossl.finetune.loop import (LoopConfig, base_of, check_grid, check_out, draw, make_card, metrics_table, predict_tiled,
+                                 resolve_classes, save_run, train_loop)
+from eossl.finetune.predict import FinetuneRun, predict_scene, stack_values  # noqa: F401 (predict_scene: re-exported)
 
 
 def image_and_labels(data, labels, what: str = "labels") -> tuple[xr.DataArray, xr.DataArray]:
@@ -57,16 +58,6 @@ def image_and_labels(data, labels, what: str = "labels") -> tuple[xr.DataArray, 
         labels = xr.DataArray(labels, dims=("y", "x"))
     check_grid(image, labels, what)
     return image, labels.transpose("y", "x")
-
-
-def stack_values(image: xr.DataArray, card: dict) -> np.ndarray:
-    """(band, y, x) or (time, band, y, x) -> normalised float32 (T, C, H, W), NaN kept."""
-    lead = [d for d in image.dims if d not in ("band", "y", "x")]
-    if len(lead) > 1:
-        raise DataError(f"an image with dims {image.dims}: give (band, y, x) or one extra dim such as time")
-    da = image.transpose(*lead, "band", "y", "x")
-    arr = model_values(da, card, band_axis=-3)
-    return arr[None] if arr.ndim == 3 else arr
 
 
 def fit_dense(task: str, model, inputs, lab: xr.DataArray, *, shots, classes, ignore,
@@ -154,23 +145,3 @@ def finetune_segmentation(model, data, labels=None, *, shots: int | None = None,
                      encoder_lr_scale=encoder_lr_scale, loss=loss, class_weight=class_weight,
                      augment=augment, encoder=encoder, out=out, overwrite=overwrite, device=device,
                      seed=seed, random_data=image, head={"decoder": decoder, "hidden": hidden})
-
-
-def predict_scene(model, image: xr.DataArray, window=None, overlap=None, proba=False, device="auto",
-                  batch_size: int = 16) -> xr.DataArray:
-    """A scene (band, y, x) -> class map (y, x); a stack (time, band, y, x) -> (time, y, x)."""
-    if not isinstance(image, xr.DataArray) or not {"band", "y", "x"} <= set(image.dims):
-        raise DataError(f"predict needs a scene (band, y, x) or a stack (time, band, y, x), got "
-                        f"{getattr(image, 'dims', type(image).__name__)}")
-    arr = stack_values(image, model.card)  # (T, C, H, W)
-    dev = resolve_device(device)
-    classes = [c["value"] for c in model.card["classes"]]
-    names = [c["name"] for c in model.card["classes"]]
-    attrs = {"task": model.card["task"], "encoder": model.card["encoder"].get("name", "")}
-    maps = [class_map(predict_tiled(model, a, window, overlap, dev, batch_size), classes, image, "prediction",
-                      proba, names, attrs) for a in arr]
-    lead = [d for d in image.dims if d not in ("band", "y", "x")]
-    if not lead:
-        return maps[0]
-    out = xr.concat(maps, dim=lead[0]).assign_coords({lead[0]: image[lead[0]].values})
-    return out.rio.write_crs(maps[0].rio.crs) if maps[0].rio.crs is not None else out

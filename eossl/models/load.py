@@ -12,7 +12,7 @@ Two kinds of file load:
   ``torch.load(weights_only=True)``: a pickle that asks to run code is refused, never executed.
 
 A foreign file rarely says which bands it expects or how to scale them, so the card is built from
-what it says plus what the caller passes (``encoder=``, ``bands=``, ``normalisation=``, ``units=``).
+what it says plus what the caller passes (``encoder=``, ``bands=``, ``normalization=``, ``units=``).
 13-channel files default to the SSL4EO-S12 convention that torchgeo documents for all of these
 weights: Sentinel-2 L1C bands B01..B08, B8A, B09..B12, DN divided by 10000.
 """
@@ -36,7 +36,10 @@ from eossl.data.units import DN_SCALE, UNITS, normalise_units
 from eossl.errors import CheckpointError
 from eossl.models.backbones import Encoder
 from eossl.models.registry import build_method
-from eossl.train.checkpoint import CHECKPOINT_FILE, FORMAT, read_checkpoint
+from eossl.card import CARD_SCHEMA, Card
+from eossl.checkpoint import CHECKPOINT_FILE, FORMAT, read_checkpoint
+from eossl.device import resolve_device
+from eossl.validate import warn_renamed
 
 #: The 13 Sentinel-2 L1C bands of SSL4EO-S12, in the order its models (and torchgeo's
 #: SENTINEL2_ALL_* weights) take them: the canonical order, B8A after B08.
@@ -79,9 +82,9 @@ class PretrainedModel(torch.nn.Module):
         return self.encoder(x)
 
 
-def load_model(path, device: str | torch.device = "cpu", *, encoder: str | dict | None = None,
-               bands: list[str] | None = None, normalisation=None, normalization=None,
-               units: str | None = None, on_mismatch: str | None = None) -> torch.nn.Module:
+def load_model(path, device: str | torch.device = "auto", *, encoder: str | dict | None = None,
+               bands: list[str] | None = None, normalization=None, units: str | None = None,
+               on_mismatch: str | None = None, normalisation=None) -> torch.nn.Module:
     """Load a model from an eossl checkpoint or a community state dict.
 
     Args:
@@ -93,31 +96,37 @@ def load_model(path, device: str | torch.device = "cpu", *, encoder: str | dict 
             Default: read from the weights' names and shapes (ResNet-18/34/50/101/152 and ViTs).
         bands: for foreign files: the band names of the input channels, in order. Default for 13
             channels: SSL4EO-S12's Sentinel-2 L1C bands.
-        normalisation: for foreign files: ``"ssl4eo"`` (DN / 10000), a dict ``{"mean", "std"}``
+        normalization: for foreign files: ``"ssl4eo"`` (DN / 10000), a dict ``{"mean", "std"}``
             (per band or one number; an optional ``"scale"`` multiplies the raw values first), or
-            the ``xr.Dataset`` of :func:`eossl.band_stats`. ``normalization`` is the same argument.
+            the ``xr.Dataset`` of :func:`eossl.band_stats`. (``normalisation=``, the old spelling,
+            still works and warns once.)
         units: the units the model expects its input in, ``"DN"`` or ``"reflectance"``.
         on_mismatch: what :func:`eossl.embed` does with data in the other units: ``"convert"``
             (with a warning), ``"warn"`` or ``"error"``.
+        device: ``"auto"`` (default: a GPU when there is one), ``"cpu"``, ``"cuda"``, ...
 
     Returns an ``nn.Module`` in eval mode with ``.encoder`` and ``.card`` (bands, units,
     normalisation); for eossl checkpoints the SSL method module itself.
     """
-    normalisation = normalization if normalisation is None else normalisation
+    spelled = "normalization"
+    if normalisation is not None:
+        warn_renamed("normalisation", "normalization", "load_model")
+        normalization, spelled = (normalization if normalization is not None else normalisation), "normalisation"
+    device = resolve_device(device)
     if units is not None and normalise_units(units) is None:
         raise CheckpointError(f"units={units!r}: use one of {list(UNITS)}")
     if on_mismatch not in (None, "convert", "warn", "error"):
         raise CheckpointError(f"on_mismatch={on_mismatch!r}: use 'convert', 'warn' or 'error'")
     kind, file = _locate(path)
     if kind == "eossl":
-        given = [n for n, v in (("encoder", encoder), ("bands", bands), ("normalisation", normalisation))
+        given = [n for n, v in (("encoder", encoder), ("bands", bands), ("normalization", normalization))
                  if v is not None]
         if given:
             raise CheckpointError(f"{file} is an eossl checkpoint: its card already records the encoder, "
                                   f"bands and normalisation; drop {given}")
         model = _load_eossl(file)
     else:
-        model = _load_foreign(file, kind, encoder, bands, normalisation)
+        model = _load_foreign(file, kind, encoder, bands, normalization, spelled)
     if units is not None:
         model.card["units"] = normalise_units(units)
     if on_mismatch is not None:
@@ -419,12 +428,12 @@ def _band_entries(names: list[str]) -> tuple[list[dict], str]:
     return entries, sensor or "generic"
 
 
-def _normalization(norm, names: list[str], file) -> dict:
-    """A user's ``normalisation=`` -> ``{"kind", "mean", "std"}`` in the raw input units."""
+def _normalization(norm, names: list[str], file, spelled: str = "normalization") -> dict:
+    """A user's ``normalization=`` -> ``{"kind", "mean", "std"}`` in the raw input units."""
     if isinstance(norm, str):
         if norm.lower().replace("-", "").replace("_", "") in ("ssl4eo", "ssl4eos12", "divide10000", "10000"):
             return {**SSL4EO_NORMALIZATION, "mean": [0.0] * len(names), "std": [10000.0] * len(names)}
-        raise CheckpointError(f"normalisation={norm!r}: use 'ssl4eo' (DN / 10000), a dict with mean and "
+        raise CheckpointError(f"{spelled}={norm!r}: use 'ssl4eo' (DN / 10000), a dict with mean and "
                               "std, or eossl.band_stats(data)")
     if hasattr(norm, "data_vars"):  # the Dataset of eossl.band_stats
         have = norm["band"].values.tolist()
@@ -434,19 +443,19 @@ def _normalization(norm, names: list[str], file) -> dict:
         norm = {"mean": norm["mean"].sel(band=names).values, "std": norm["std"].sel(band=names).values,
                 "kind": "per-band standardisation, (x - mean) / std"}
     if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
-        raise CheckpointError("normalisation needs 'mean' and 'std' (per band, or one number for all)")
+        raise CheckpointError("normalization needs 'mean' and 'std' (per band, or one number for all)")
     scale = float(norm.get("scale", 1.0))
     mean = np.broadcast_to(np.asarray(norm["mean"], dtype="float64"), (len(names),))
     std = np.broadcast_to(np.asarray(norm["std"], dtype="float64"), (len(names),))
     if np.any(std <= 0):
-        raise CheckpointError(f"normalisation std must be positive, got {std.tolist()}")
+        raise CheckpointError(f"normalization std must be positive, got {std.tolist()}")
     # (x * scale - mean) / std == (x - mean / scale) / (std / scale): kept in raw units, so every
     # reader of the card applies one formula
     kind = norm.get("kind") or ("(x * %g - mean) / std" % scale if scale != 1 else "(x - mean) / std")
     return {"kind": kind, "mean": (mean / scale).tolist(), "std": (std / scale).tolist()}
 
 
-def _load_foreign(file: Path, kind: str, encoder, bands, normalisation) -> PretrainedModel:
+def _load_foreign(file: Path, kind: str, encoder, bands, normalization, spelled: str = "normalization") -> PretrainedModel:
     raw, meta = read_weights(file)
     state, method = encoder_weights(raw)
     method = meta.get("method") or method
@@ -475,8 +484,8 @@ def _load_foreign(file: Path, kind: str, encoder, bands, normalisation) -> Pretr
     entries, sensor = _band_entries(names)
 
     units = meta.get("units")
-    if normalisation is not None:
-        norm = _normalization(normalisation, names, file)
+    if normalization is not None:
+        norm = _normalization(normalization, names, file, spelled)
     elif "mean" in meta and "std" in meta:
         norm = _normalization({"mean": meta["mean"], "std": meta["std"]}, names, file)
     elif isinstance(meta.get("pretrained_cfg"), dict) and "mean" in meta["pretrained_cfg"]:
@@ -489,22 +498,14 @@ def _load_foreign(file: Path, kind: str, encoder, bands, normalisation) -> Pretr
         assumed.append("normalization")
     else:
         raise CheckpointError(f"{file}: the file does not say how its inputs were scaled; pass "
-                              "normalisation='ssl4eo' (DN / 10000), {'mean': [...], 'std': [...]} or "
+                              "normalization='ssl4eo' (DN / 10000), {'mean': [...], 'std': [...]} or "
                               "eossl.band_stats(your_data)")
-    if normalisation == "ssl4eo" or (isinstance(normalisation, str) and "10000" in normalisation):
+    if normalization == "ssl4eo" or (isinstance(normalization, str) and "10000" in normalization):
         units = units or "DN"
 
-    card = {
-        "method": method or "pretrained",
-        "source": {"file": str(file), "format": kind, "assumed": assumed},
-        "encoder": enc.spec,
-        "embedding_dim": enc.dim,
-        "bands": entries,
-        "sensor": sensor,
-        "units": normalise_units(units),
-        "normalization": norm,
-        "on_mismatch": "convert",
-    }
+    card = Card(schema=CARD_SCHEMA, method=method or "pretrained", source={"file": str(file), "format": kind, "assumed": assumed},
+                encoder=enc.spec, embedding_dim=enc.dim, bands=entries, sensor=sensor,
+                units=normalise_units(units), normalization=norm, on_mismatch="convert")
     if sensor in DN_SCALE:
         card["dn_scale"], card["dn_offset"] = DN_SCALE[sensor]
     return PretrainedModel(enc, card)

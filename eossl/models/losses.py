@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eossl.train.distributed import gather, rank
+from eossl.distributed import gather, rank
 
 
 def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from eossl.models.backbones import Encoder
+from eossl.models.losses import embedding_std
 
 
 def sincos_pos_embed(dim: int, h: int, w: int) -> torch.Tensor:
@@ -206,12 +207,12 @@ class MAE(nn.Module):
     # ------------------------------------------------------------------ trainer interface
 
     def training_step(self, imgs: torch.Tensor):
-        """One batch -> (loss, logs). ``emb_std``: spread of the pooled embedding per dimension,
-        averaged; near 0 means collapse (every image gets the same embedding)."""
+        """One batch -> (loss, logs). ``emb_std``: the spread of the pooled embedding, as every
+        method logs it (:func:`~eossl.models.losses.embedding_std`); near 0 means collapse."""
         latent, mask, ids_restore, grid = self.forward_encoder(imgs, self.mask_ratio)
         loss = self.hidden_patch_loss(imgs, latent, ids_restore, grid)
         pooled = latent[:, self.encoder.num_prefix_tokens:].mean(dim=1).detach().float()  # (B, D)
-        return loss, {"emb_std": float(pooled.std(dim=0).mean())}
+        return loss, {"emb_std": embedding_std(pooled)}
 
     @torch.no_grad()
     def reconstruct(self, imgs: torch.Tensor, mask_ratio: float | None = None):

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eossl.card import model_input
+from eossl.data.patches import random_patches
 from eossl.errors import DataError
 from eossl.models.backbones import Encoder
 from eossl.models.losses import embedding_std
@@ -160,8 +162,6 @@ class RelativePosition(nn.Module):
         drawn from ``data`` (a scene, stack or chips, e.g. pixels it never trained on; chance is
         1/8). Windows default to the training size; the draw is the same for the same ``seed``
         and leaves torch's global random state alone."""
-        from eossl.analysis.embed import model_input  # analysis imports models: import late
-        from eossl.data.patches import random_patches
 
         if hasattr(data, "data_vars"):  # a Dataset such as a bundled sample: its imagery
             data = data["image"]

@@ -25,8 +25,11 @@ from torch import nn
 
 from eossl.errors import DataError
 from eossl.models.backbones import Encoder
+from eossl.models.contrastive import mlp
 from eossl.models.losses import embedding_std, nt_xent
 from eossl.models.mae import norm_pix_target, patchify, unpatchify
+from eossl.models.views import band_gain_offset, gaussian_noise
+from eossl.validate import warn_renamed
 
 
 def require_stack(arrays, length: int, method: str) -> None:
@@ -44,26 +47,6 @@ def require_stack(arrays, length: int, method: str) -> None:
     raise DataError(f"{method} needs a stack (time, band, y, x) with at least {length} dates of the "
                     f"same place; got {', '.join(have)}: use eossl.open_stack or "
                     "load_sample('slovenia_s2')")
-
-
-# ---------------------------------------------------------------------- multispectral-safe views
-# Only operations that mean the same for any band: a small gain per band and sensor-like noise,
-# each with its own random draw per image of a batch (B, C, H, W). No RGB colour jitter (hue and
-# saturation do not exist for 13 bands). Flips and 90-degree turns come from the sampler, the
-# same for every date of a window; see SeasonalContrast for why the views get no turns of their own.
-
-def random_band_gain(images: torch.Tensor, strength: float) -> torch.Tensor:
-    """Scale each band of each image by a factor in [1 - strength, 1 + strength]: like a small
-    calibration or illumination difference. Inputs are standardised per band, so this changes
-    the band's contrast around its mean."""
-    B, C = images.shape[:2]
-    gain = 1 + strength * (2 * torch.rand(B, C, 1, 1, device=images.device) - 1)  # (B, C, 1, 1)
-    return images * gain
-
-
-def add_noise(images: torch.Tensor, std: float) -> torch.Tensor:
-    """Gaussian noise in standardised units, like sensor noise."""
-    return images + std * torch.randn_like(images)
 
 
 # ---------------------------------------------------------------------- SeCo
@@ -95,25 +78,35 @@ class SeasonalContrast(nn.Module):
     input_kind = "series"
     series_length = 2
 
-    def __init__(self, encoder: Encoder, proj_hidden_dim: int = 512, proj_dim: int = 128,
-                 temperature: float = 0.2, gain_jitter: float = 0.1, noise_std: float = 0.05):
+    def __init__(self, encoder: Encoder, hidden_dim: int = 512, projection_dim: int = 128,
+                 temperature: float = 0.2, gain_jitter: float = 0.1, noise_std: float = 0.05,
+                 proj_hidden_dim: int | None = None, proj_dim: int | None = None):
         super().__init__()
+        # the names SimCLR and place contrast use; the old spellings still work (with a warning)
+        if proj_hidden_dim is not None:
+            warn_renamed("proj_hidden_dim", "hidden_dim", "seco")
+            hidden_dim = proj_hidden_dim
+        if proj_dim is not None:
+            warn_renamed("proj_dim", "projection_dim", "seco")
+            projection_dim = proj_dim
         self.encoder = encoder
-        self.config = dict(proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim, temperature=temperature,
+        self.config = dict(hidden_dim=hidden_dim, projection_dim=projection_dim, temperature=temperature,
                            gain_jitter=gain_jitter, noise_std=noise_std)
         self.temperature, self.gain_jitter, self.noise_std = temperature, gain_jitter, noise_std
-        # SimCLR's projection: the loss acts on this, the encoder keeps the more general features.
-        self.projector = nn.Sequential(
-            nn.Linear(encoder.dim, proj_hidden_dim), nn.BatchNorm1d(proj_hidden_dim), nn.ReLU(inplace=True),
-            nn.Linear(proj_hidden_dim, proj_dim))
+        # SimCLR's projection (the same MLP): the loss acts on this, the encoder keeps the more
+        # general features.
+        self.projector = mlp(encoder.dim, hidden_dim, projection_dim, num_layers=2)
 
     @classmethod
     def check_data(cls, arrays, config: dict | None = None) -> None:
         require_stack(arrays, cls.series_length, cls.method)
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W), a fresh random draw per image."""
-        return add_noise(random_band_gain(images, self.gain_jitter), self.noise_std)
+        """(B, C, H, W) -> (B, C, H, W), a fresh random draw per image: a gain per band (std
+        ``gain_jitter``, like a small calibration or illumination difference) and sensor-like noise
+        (std ``noise_std`` in standardised units). Multispectral-safe: no RGB colour jitter."""
+        images = band_gain_offset(images, gain_std=self.gain_jitter, offset_std=0.0)
+        return gaussian_noise(images, std=self.noise_std, prob=1.0) if self.noise_std > 0 else images
 
     def views(self, series: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, C, H, W) -> two augmented views (B, C, H, W): the first and the second date."""
@@ -124,7 +117,7 @@ class SeasonalContrast(nn.Module):
         view_a, view_b = self.views(series)
         B = view_a.shape[0]
         pooled = self.encoder(torch.cat([view_a, view_b]))  # (2B, D): one pass, one BatchNorm batch
-        z = self.projector(pooled)                           # (2B, proj_dim)
+        z = self.projector(pooled)                           # (2B, projection_dim)
         loss = nt_xent(z[:B], z[B:], self.temperature)
         return loss, {"emb_std": embedding_std(pooled[:B])}
 

@@ -1,8 +1,69 @@
-"""Ready-made callbacks for :func:`eossl.pretrain`."""
+"""Callbacks for :func:`eossl.pretrain`: the hook points (:class:`Callback`), TensorBoard logging,
+and ready-made ones for notebooks (:class:`LivePlot`, :class:`StopAfter`)."""
 
 from __future__ import annotations
 
-from eossl.train.loop import Callback
+import importlib.util
+import math
+import time
+from pathlib import Path
+
+
+class Callback:
+    """Hooks into a run. Override what you need; set ``trainer.stop_requested = True`` to end the
+    run cleanly (it checkpoints and returns)."""
+
+    def on_train_start(self, trainer) -> None: ...
+    def on_step_end(self, trainer, logs: dict) -> None: ...
+    def on_checkpoint(self, trainer, path: Path) -> None: ...
+    def on_train_end(self, trainer) -> None: ...
+
+
+class FunctionCallback(Callback):
+    """A plain function ``fn(logs)`` called after every step."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_step_end(self, trainer, logs):
+        self.fn(logs)
+
+
+def tensorboard_available() -> bool:
+    """Whether ``tensorboard`` is installed (checked without importing it)."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+class TensorBoardLogger(Callback):
+    """Every numeric value of each history row as a TensorBoard scalar (``train/loss``, ...) in
+    ``folder`` (default: the run's ``out/tensorboard``). ``tensorboard --logdir runs`` shows them.
+    The writer is created on the first step, so importing eossl never imports tensorboard."""
+
+    def __init__(self, folder=None):
+        self.folder = folder
+        self.writer = None
+
+    def on_train_start(self, trainer):
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("TensorBoard logging needs the tensorboard package: pip install "
+                                  "'eossl[tensorboard]' (or pass tensorboard=False)") from None
+            self.writer = SummaryWriter(str(self.folder or Path(trainer.out) / "tensorboard"))
+
+    def on_step_end(self, trainer, logs):
+        for key, value in logs.items():
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"train/{key}", value, logs["step"])
+
+    def on_checkpoint(self, trainer, path):
+        self.writer.flush()  # what a killed run logged up to its checkpoint stays readable
+
+    def on_train_end(self, trainer):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class LivePlot(Callback):
@@ -45,7 +106,6 @@ class StopAfter(Callback):
     """End the run cleanly after ``seconds`` of wall time (a time budget for tutorials)."""
 
     def __init__(self, seconds: float):
-        import time
         self.seconds, self.start, self._time = seconds, None, time.perf_counter
 
     def on_train_start(self, trainer):

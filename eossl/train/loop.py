@@ -22,21 +22,23 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from eossl import validate as check
+from eossl.card import READOUTS, Card, training_card
+from eossl.checkpoint import CHECKPOINT_FILE, atomic_write_bytes, read_checkpoint, save_checkpoint
 from eossl.data.normalize import stats_of
 from eossl.data.patches import PatchSampler, align_bands
-from eossl.data.units import DN_SCALE, guess_units, normalise_units
-from eossl import validate as check
+from eossl.device import resolve_device
+from eossl.distributed import init_from_env, is_main
+from eossl.distributed import rank as dist_rank
 from eossl.errors import CheckpointError, DataError, ParameterError
 from eossl.models.registry import build_method, default_encoder, method_class
 from eossl.progress import enabled as progress_enabled
 from eossl.progress import progress
-from eossl.train.distributed import init_from_env, is_main
-from eossl.train.distributed import rank as dist_rank
-from eossl.train.checkpoint import (CHECKPOINT_FILE, atomic_write_bytes, read_checkpoint,
-                                    save_checkpoint)
+from eossl.train.callbacks import Callback, FunctionCallback, TensorBoardLogger, tensorboard_available
+from eossl.train.recipes import resolve_recipe
 
-
-READOUTS = ("mean", "mean_std")
+__all__ = ["PretrainConfig", "PretrainRun", "Trainer", "pretrain", "Callback", "resolve_device",
+           "training_arrays", "make_card"]
 
 
 @dataclass
@@ -110,64 +112,6 @@ class PretrainConfig:
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-class Callback:
-    """Hooks into a run. Override what you need; set ``trainer.stop_requested = True`` to end the
-    run cleanly (it checkpoints and returns)."""
-
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-    def on_step_end(self, trainer: "Trainer", logs: dict) -> None: ...
-    def on_checkpoint(self, trainer: "Trainer", path: Path) -> None: ...
-    def on_train_end(self, trainer: "Trainer") -> None: ...
-
-
-def tensorboard_available() -> bool:
-    """Whether ``tensorboard`` is installed (checked without importing it)."""
-    import importlib.util
-    return importlib.util.find_spec("tensorboard") is not None
-
-
-class TensorBoardLogger(Callback):
-    """Every numeric value of each history row as a TensorBoard scalar (``train/loss``, ...) in
-    ``folder`` (default: the run's ``out/tensorboard``). ``tensorboard --logdir runs`` shows them.
-    The writer is created on the first step, so importing eossl never imports tensorboard."""
-
-    def __init__(self, folder=None):
-        self.folder = folder
-        self.writer = None
-
-    def on_train_start(self, trainer):
-        if self.writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ImportError("TensorBoard logging needs the tensorboard package: pip install "
-                                  "'eossl[tensorboard]' (or pass tensorboard=False)") from None
-            self.writer = SummaryWriter(str(self.folder or Path(trainer.out) / "tensorboard"))
-
-    def on_step_end(self, trainer, logs):
-        for key, value in logs.items():
-            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                self.writer.add_scalar(f"train/{key}", value, logs["step"])
-
-    def on_checkpoint(self, trainer, path):
-        self.writer.flush()  # what a killed run logged up to its checkpoint stays readable
-
-    def on_train_end(self, trainer):
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-class _FunctionCallback(Callback):
-    """A plain function ``fn(logs)`` called after every step."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def on_step_end(self, trainer, logs):
-        self.fn(logs)
-
-
 @dataclass
 class PretrainRun:
     """What ``pretrain`` gives back."""
@@ -181,18 +125,6 @@ class PretrainRun:
     @property
     def encoder(self):
         return self.model.encoder
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks cuda, then Apple mps, then cpu; anything else must be a device this machine has."""
-    check.device(device)
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def check_out_folder(out) -> Path:
@@ -225,45 +157,11 @@ def training_arrays(data) -> list[xr.DataArray]:
     return align_bands(out)
 
 
-def make_card(config: PretrainConfig, model, arrays: list[xr.DataArray], stats: xr.Dataset) -> dict:
-    """The checkpoint card: what a later user needs to feed this encoder correctly."""
-    da = arrays[0]
-    bands = []
-    for i, name in enumerate(da["band"].values.tolist()):
-        entry = {"name": name}
-        for coord, key in (("common_name", "common_name"), ("wavelength", "wavelength_nm"),
-                           ("resolution", "resolution_m")):
-            if coord in da.coords:
-                value = da[coord].values[i]
-                entry[key] = value.item() if hasattr(value, "item") else value
-                if isinstance(entry[key], float) and math.isnan(entry[key]):
-                    entry[key] = None
-        bands.append(entry)
-    return {
-        "method": config.method,
-        "method_config": model.config,
-        "encoder": model.encoder.spec,
-        "embedding_dim": model.encoder.dim * (2 if config.readout == "mean_std" else 1),
-        "readout": config.readout,   # how embed pools the token grid of a chip (see eossl.embed)
-        "recipe": config.recipe,
-        "bands": bands,
-        "sensor": da.attrs.get("sensor", "generic"),
-        "normalization": {"kind": "per-band standardisation, (x - mean) / std",
-                          "mean": stats["mean"].values.tolist(), "std": stats["std"].values.tolist()},
-        # what eossl.embed compares new data with: DN vs reflectance, and what to do when they differ
-        "units": _training_units(arrays),
-        "on_mismatch": "convert" if da.attrs.get("sensor") in DN_SCALE else "warn",
-        "input_dtype": str(da.dtype),
-        "config": dataclasses.asdict(config),
-    }
-
-
-def _training_units(arrays: list[xr.DataArray]) -> str | None:
-    """"DN" or "reflectance" when every training source agrees, else None (no units check)."""
-    from eossl.analysis.embed import sample_values  # embed imports this module: import late
-    found = {normalise_units(da.attrs.get("units"))  # declared (e.g. by eossl.stac.load): no reading
-             or guess_units(sample_values(da, 20_000), dtype=da.dtype) for da in arrays}
-    return found.pop() if len(found) == 1 else None
+def make_card(config: PretrainConfig, model, arrays: list[xr.DataArray], stats: xr.Dataset) -> Card:
+    """The checkpoint card of a run with ``config`` (see :func:`eossl.card.training_card`)."""
+    return training_card(method=config.method, encoder=model.encoder, arrays=arrays, stats=stats,
+                         method_config=model.config, readout=config.readout, recipe=config.recipe,
+                         config=dataclasses.asdict(config))
 
 
 class _TrainingStep(torch.nn.Module):
@@ -303,7 +201,7 @@ class Trainer:
 
     def __init__(self, data, config: PretrainConfig, out, callbacks=(), resume: bool = True):
         self.config, self.out = config, check_out_folder(out)
-        self.callbacks = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in callbacks]
+        self.callbacks = [c if isinstance(c, Callback) else FunctionCallback(c) for c in callbacks]
         self.stop_requested = False
         self.device = resolve_device(config.device)
         self.distributed = init_from_env(self.device.type)
@@ -440,7 +338,7 @@ class Trainer:
             return None
         state = {"step": self.step, "history": self.history, "numpy_rng": self.rng.bit_generator.state,
                  "train_seconds": self.train_seconds}
-        card = {**self.card, "step": self.step, "train_seconds": round(self.train_seconds, 1)}
+        card = self.card.replace(step=self.step, train_seconds=round(self.train_seconds, 1))
         path = save_checkpoint(self.out / "checkpoint", self.model, card, self.optimizer, state)
         atomic_write_bytes(self.out / "history.csv", pd.DataFrame(self.history).to_csv(index=False).encode())
         atomic_write_bytes(self.out / "config.json",
@@ -541,7 +439,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         self.model.eval()
-        self.model.card = {**self.card, "step": self.step, "train_seconds": round(self.train_seconds, 1)}
+        self.model.card = self.card.replace(step=self.step, train_seconds=round(self.train_seconds, 1))
         return PretrainRun(self.model, pd.DataFrame(self.history), path, cfg, stopped_early=stopped)
 
 
@@ -596,7 +494,6 @@ def pretrain(data, method: str | None = None, *, steps: int | None = None, minut
     minutes = None if minutes is None else check.number("minutes", minutes, above=0)
     chosen = {}
     if method is None or recipe is not None:
-        from eossl.train.recipes import resolve_recipe
         chosen = resolve_recipe(training_arrays(data), recipe, minutes)
         if method is not None and method != chosen["method"]:
             raise ParameterError(f"recipe {chosen['recipe']!r} is for method {chosen['method']!r}, not {method!r}; "

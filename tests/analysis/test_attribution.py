@@ -60,7 +60,7 @@ def test_gradient_is_the_first_order_occlusion(models, few):
     """For a small change of one band, |J v| / |e| matches the finite embedding change."""
     model = models[0]
     from eossl.analysis.attribution import _gradient
-    from eossl.analysis.embed import model_input
+    from eossl.card import model_input
     x = torch.from_numpy(model_input(model, few))
     enc = model.encoder.eval()
     grad = _gradient(enc, x, pooled=True)  # (B, C)
@@ -154,7 +154,7 @@ def test_attention_leaves_a_band_in_no_group_at_zero(chips, tmp_path):
 def test_attention_hook_reads_the_real_softmax(models, few):
     """The shares come from the weights timm computes: the encoder's output is unchanged by the
     switch to explicit attention, and the weights read are row-stochastic."""
-    from eossl.analysis.embed import model_input
+    from eossl.card import model_input
     enc = models[1].encoder.eval()
     x = torch.from_numpy(model_input(models[1], few[:2]))
     before = [m.fused_attn for m in enc.modules() if hasattr(m, "fused_attn")]

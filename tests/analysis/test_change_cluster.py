@@ -167,3 +167,21 @@ def test_cluster_chips_and_too_few_vectors(chips):
     assert labels["label"].values.tolist() == chips["label"].values.tolist()
     with pytest.raises(DataError, match="cannot make 200 clusters"):
         eossl.cluster(emb, k=200)
+
+
+def test_patch_size_is_read_from_the_embeddings_and_the_score_map(taizhou):
+    image = taizhou.image
+    cva = eossl.change_vector(image.isel(time=0), image.isel(time=1), 8)
+    assert cva.attrs["patch_size"] == 8
+    assert eossl.evaluate_change(cva, taizhou.change) == eossl.evaluate_change(cva, taizhou.change, 8)
+    rows, cols = cva.shape
+    emb = xr.DataArray(np.zeros((rows, cols, 4)), dims=("y", "x", "dim"), attrs={"patch_size": 8})
+    np.testing.assert_array_equal(eossl.change_vector(image.isel(time=0), image.isel(time=1), emb).values,
+                                  cva.values)
+    score = eossl.change(emb.assign_coords(y=cva.y, x=cva.x), (emb + 1).assign_coords(y=cva.y, x=cva.x),
+                         standardize=False)
+    assert score.attrs["patch_size"] == 8
+    bare = cva.copy()
+    bare.attrs = {}
+    with pytest.raises(DataError, match="carries no 'patch_size'"):
+        eossl.evaluate_change(bare, taizhou.change)

@@ -232,7 +232,7 @@ def test_data_without_bands_is_refused(model, chips):
 
 # ----------------------------------------------------------------------------- units guardrail
 
-from eossl.analysis.embed import sample_values, units_guard  # noqa: E402
+from eossl.card import sample_values, units_guard  # noqa: E402
 from eossl.data.units import guess_units, normalise_units  # noqa: E402
 
 
@@ -264,8 +264,8 @@ def test_reflectance_given_to_a_dn_model_is_converted_with_a_warning(model, chip
         converted = eossl.embed(model, few.astype("float32") / 10000.0)
     np.testing.assert_allclose(converted.values, reference.values, rtol=1e-3, atol=1e-3)
     with pytest.warns(UserWarning, match="converting"):  # model_input (plots) takes the same path
-        np.testing.assert_allclose(eossl.analysis.embed.model_input(model, few / 10000.0),
-                                   eossl.analysis.embed.model_input(model, few), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(eossl.card.model_input(model, few / 10000.0),
+                                   eossl.card.model_input(model, few), rtol=1e-3, atol=1e-3)
 
 
 def test_dn_given_to_a_reflectance_model_is_converted(model, chips):
@@ -356,7 +356,8 @@ def test_readout_on_the_card_decides_the_chip_embedding(tiny_run, chips):
     mean and std, computed here directly from the encoder's feature map."""
     import copy
 
-    from eossl.analysis.embed import model_input, pool_grid
+    from eossl.analysis.embed import pool_grid
+    from eossl.card import model_input
     model = copy.deepcopy(tiny_run.model)
     few = chips.isel(sample=slice(0, 5))
     with torch.no_grad():

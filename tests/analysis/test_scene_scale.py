@@ -17,8 +17,7 @@ import zarr
 
 import eossl
 from _tiny import REPO
-from eossl.analysis.embed import _window_starts
-from eossl.analysis.scene_scale import DONE, window_starts
+from eossl.analysis.scene_scale import DONE
 from eossl.errors import DataError
 
 
@@ -58,12 +57,6 @@ def _done(store):
 
 # ----------------------------------------------------------------------------- equality with embed
 
-def test_window_starts_are_embeds_tiles_without_overlap():
-    for length, win in [(96, 64), (128, 64), (200, 64), (40, 64), (64, 64)]:
-        if length >= win:
-            assert window_starts(length, win, win).tolist() == _window_starts(length, win)
-
-
 def test_equals_embed_on_a_small_scene(model, scene, tmp_path):
     ref = eossl.embed(model, scene)
     out = eossl.embed_to_zarr(model, scene, tmp_path / "s.zarr", chunk=64)
@@ -96,7 +89,7 @@ def test_overlap_gives_each_patch_its_central_window_whatever_the_chunks(model, 
     assert a.shape == plain.shape and not np.allclose(a, plain, atol=1e-3)  # other windows, other values
     # Window stride 32 px, margin 16 px: patch row 10 (pixel 80) is owned by the window starting at
     # 64 (lo = 64 + 16 = 80), col 5 (pixel 40) by the window starting at 0 (the next one owns from 48).
-    from eossl.analysis.embed import model_input
+    from eossl.card import model_input
     norm = model_input(model, scene.isel(y=slice(64, 128), x=slice(0, 64)).expand_dims("sample").load())
     with torch.no_grad():
         fm = model.encoder.feature_map(torch.from_numpy(norm))[0].permute(1, 2, 0).numpy()  # (8, 8, D)

@@ -345,3 +345,26 @@ def test_align_bands_reorders_by_name_and_refuses_other_sets(chips, slovenia):
     np.testing.assert_array_equal(aligned[1].sel(band="B8A").values, stack.sel(band="B8A").values)
     with pytest.raises(DataError, match="different bands"):
         align_bands([chips, stack.isel(band=slice(0, 12))])
+
+
+# ----------------------------------------------------------------------------- the one tiler
+
+@pytest.mark.parametrize("length,window,stride", [(96, 64, 64), (128, 64, 64), (200, 64, 48), (64, 64, 64),
+                                                  (40, 64, 64), (130, 32, 8)])
+def test_window_starts_cover_the_length_with_the_last_window_flush(length, window, stride):
+    from eossl.data.patches import window_starts
+    starts = window_starts(length, window, stride)
+    assert starts[0] == 0 and starts == sorted(set(starts))
+    if length <= window:
+        assert starts == [0]
+        return
+    assert starts[-1] + window == length                       # flush with the end, no padding
+    assert all(b - a <= stride for a, b in zip(starts, starts[1:]))  # no gap: every pixel is covered
+    assert window_starts(length, window) == window_starts(length, window, window)  # default: no overlap
+
+
+def test_tile_size_is_a_whole_number_of_patches_within_the_scene():
+    from eossl.data.patches import tile_size
+    assert tile_size(100, 64, 8) == 64 and tile_size(50, 64, 8) == 48
+    with pytest.raises(DataError, match="smaller than one 8 px patch"):
+        tile_size(5, 64, 8)

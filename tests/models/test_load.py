@@ -10,7 +10,7 @@ import torch
 
 import eossl
 from eossl.errors import CheckpointError
-from eossl.train.checkpoint import save_checkpoint
+from eossl.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_mae_checkpoint_of_a_non_standard_vit_is_read_from_its_shapes(tmp_path):
                   "decoder_blocks.0.norm1.weight": torch.ones(32), "decoder_pred.weight": torch.randn(4 * 64, 32)})
     torch.save({"model": state, "epoch": 3}, tmp_path / "mae.pth")
     model = eossl.load_model(tmp_path / "mae.pth", bands=["B02", "B03", "B04", "B08"],
-                             normalisation={"mean": 0.0, "std": 1.0, "scale": 1e-4})
+                             normalization={"mean": 0.0, "std": 1.0, "scale": 1e-4})
     spec = model.card["encoder"]
     assert model.card["method"] == "mae"
     assert (spec["embed_dim"], spec["depth"], spec["patch_size"], spec["img_size"], spec["mlp_ratio"]) == \
@@ -218,7 +218,7 @@ def test_plain_timm_checkpoint_with_config_json(tmp_path, chips):
     # a timm training checkpoint: {"arch", "state_dict"}, encoder named by the file
     torch.save({"arch": "resnet18", "state_dict": net.state_dict(), "epoch": 1}, tmp_path / "train.pth.tar")
     model = eossl.load_model(tmp_path / "train.pth.tar", bands=["B04", "B03", "B02", "B08"],
-                             normalisation=eossl.band_stats(chips))
+                             normalization=eossl.band_stats(chips))
     assert model.card["encoder"]["name"] == "resnet18"
     stats = eossl.band_stats(chips).sel(band=["B04", "B03", "B02", "B08"])
     np.testing.assert_allclose(model.card["normalization"]["mean"], stats["mean"].values)
@@ -289,7 +289,7 @@ def test_weights_of_another_architecture_are_counted_and_named(files, tmp_path):
     with pytest.raises(CheckpointError, match=r"other shapes \(e.g. conv1.weight: file \(64, 13, 7, 7\) vs "
                        r"model \(64, 4, 7, 7\)\)"):
         eossl.load_model(files / "resnet50_sentinel2_all_moco.pth", encoder={"name": "resnet50", "in_chans": 4},
-                         bands=["B02", "B03", "B04", "B08"], normalisation="ssl4eo")
+                         bands=["B02", "B03", "B04", "B08"], normalization="ssl4eo")
     save_file({"weird.weight": torch.zeros(3, 3)}, str(tmp_path / "weird.safetensors"))
     with pytest.raises(CheckpointError, match="cannot tell the architecture.*encoder='resnet50'"):
         eossl.load_model(tmp_path / "weird.safetensors")

@@ -80,7 +80,7 @@ class Ctx:
         return path
 
     def broken_card(self, drop: str) -> Path:
-        from eossl.train.checkpoint import save_checkpoint
+        from eossl.checkpoint import save_checkpoint
         card = {k: v for k, v in self.model.card.items() if k != drop}
         # write the card by hand, as a damaged or hand-edited file would be
         from safetensors.torch import save_file

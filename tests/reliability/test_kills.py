@@ -22,7 +22,7 @@ import torch
 import eossl
 from _fault_counts import RESULTS
 from _tiny import REPO, TINY_ENCODER
-from eossl.train.checkpoint import read_card, read_checkpoint
+from eossl.checkpoint import read_card, read_checkpoint
 
 # The same tiny run in every process: 20 real EuroSAT-MS chips, a one-block ViT.
 TRAIN = """
@@ -41,7 +41,7 @@ eossl.pretrain(chips, method="mae", steps=int(sys.argv[2]), batch_size=4, encode
 # Inside a checkpoint write: the tensors are in the temporary file, the rename has not happened.
 SLOW_WRITE = """
 import time
-import eossl.train.checkpoint as ckpt
+import eossl.checkpoint as ckpt
 _save = ckpt.save_file
 def slow_save(tensors, path, metadata=None):
     _save(tensors, path, metadata=metadata)
@@ -225,7 +225,7 @@ def test_embed_to_zarr_killed_mid_way_skips_finished_chunks_and_ends_equal(small
 @pytest.mark.parametrize("leftover", [".checkpoint.safetensors.a1b2c3d4.tmp",          # an older eossl's name
                                       ".checkpoint.safetensors.pid999999999.x.tmp"])  # a dead writer
 def test_the_next_write_removes_leftovers_of_killed_writes(small_run, tmp_path, leftover):
-    from eossl.train.checkpoint import save_checkpoint
+    from eossl.checkpoint import save_checkpoint
     folder = tmp_path / "checkpoint"
     folder.mkdir()
     (folder / leftover).write_bytes(b"x" * 1000)

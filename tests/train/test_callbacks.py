@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import eossl  # noqa: E402
 from _tiny import TINY_ENCODER  # noqa: E402
 from eossl.train.callbacks import LivePlot, StopAfter  # noqa: E402
-from eossl.train.checkpoint import read_card  # noqa: E402
+from eossl.checkpoint import read_card  # noqa: E402
 
 
 def _pretrain(chips, out, steps, callbacks):

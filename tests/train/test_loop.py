@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import xarray as xr
 
 import eossl
-import eossl.models.registry as registry
 from _tiny import REPO, TINY_ENCODER
 from eossl.errors import CheckpointError, DataError
-from eossl.train.checkpoint import CHECKPOINT_FILE, read_card, read_checkpoint
-from eossl.train.loop import Callback, PretrainConfig, resolve_device, training_arrays
+from eossl.checkpoint import CHECKPOINT_FILE, read_card, read_checkpoint
+from eossl.device import resolve_device
+from eossl.train.callbacks import Callback
+from eossl.train.loop import PretrainConfig, training_arrays
 
 SMALL = dict(batch_size=16, decoder_dim=32, decoder_depth=1)
 
@@ -153,7 +153,7 @@ def test_tensorboard_logs_every_step_and_resumes(tmp_path, chips):
 
 
 def test_tensorboard_logger_needs_tensorboard(tmp_path, monkeypatch):
-    from eossl.train.loop import TensorBoardLogger
+    from eossl.train.callbacks import TensorBoardLogger
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
     with pytest.raises(ImportError, match=r"eossl\[tensorboard\]"):
         TensorBoardLogger(tmp_path).on_train_start(None)

@@ -16,7 +16,7 @@ import yaml
 
 import eossl
 from eossl.models.losses import info_nce, nt_xent
-from eossl.train import distributed
+from eossl import distributed
 
 from _tiny import TINY_ENCODER
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import eossl.train.checkpoint as ckpt_mod
+import eossl.checkpoint as ckpt_mod
 from _tiny import TINY_ENCODER
 from eossl.errors import CheckpointError
 from eossl.models.registry import build_method
-from eossl.train.checkpoint import (CARD_FILE, CHECKPOINT_FILE, FORMAT, atomic_write_bytes,
+from eossl.checkpoint import (CARD_FILE, CHECKPOINT_FILE, FORMAT, atomic_write_bytes,
                                     read_card, read_checkpoint, resolve, save_checkpoint)
 
 CARD = {"method": "mae", "encoder": {**TINY_ENCODER, "in_chans": 3, "img_size": 32},

@@ -1,4 +1,4 @@
-"""Checkpoints: one safetensors file (weights, optimiser state, card) written atomically.
+"""Checkpoint I/O (every layer may import it): one safetensors file (weights, optimiser state, card) written atomically.
 
 Layout of a run folder::
 
@@ -21,16 +21,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from eossl.card import Card
 from eossl.errors import CheckpointError
-from eossl.outputs import atomic_write_bytes, atomic_write_file, umask_mode  # noqa: F401 (re-exported)
+from eossl.outputs import atomic_write_bytes, atomic_write_file
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CARD_FILE = "card.json"
 FORMAT = "eossl-checkpoint/1"
-
-
-def _umask_mode() -> int:  # kept for callers of the old name
-    return umask_mode()
 
 
 def resolve(path) -> Path:
@@ -72,29 +69,10 @@ def _mkdir(folder: Path) -> Path:
     return folder
 
 
-def check_card(card, file) -> dict:
-    """The parts of a card that loading and embedding rely on, or a :class:`CheckpointError`
-    naming what is missing (a hand-edited or foreign card fails here, not as a KeyError later)."""
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{file}: the card is not a mapping; the checkpoint is damaged")
-    problems = []
-    bands = card.get("bands")
-    if not isinstance(bands, list) or not bands or not all(isinstance(b, dict) and "name" in b for b in bands):
-        problems.append("'bands' (a list of {name: ...} entries) is missing or empty")
-    norm = card.get("normalization")
-    if not isinstance(norm, dict) or not all(isinstance(norm.get(k), list) for k in ("mean", "std")):
-        problems.append("'normalization' (per-band mean and std) is missing")
-    elif isinstance(bands, list) and bands and not len(norm["mean"]) == len(norm["std"]) == len(bands):
-        problems.append(f"'normalization' has {len(norm['mean'])} means and {len(norm['std'])} stds for "
-                        f"{len(bands)} bands")
-    if not isinstance(card.get("encoder"), dict) or "name" not in card["encoder"]:
-        problems.append("'encoder' (the architecture) is missing")
-    if not isinstance(card.get("method"), str):
-        problems.append("'method' is missing")
-    if problems:
-        raise CheckpointError(f"{file}: its card cannot be used: " + "; ".join(problems)
-                              + ". Use the checkpoint as eossl wrote it, or train again")
-    return card
+def check_card(card, file) -> Card:
+    """The card as a :class:`~eossl.card.Card`, or a :class:`CheckpointError` naming ``file`` and
+    what is missing (a hand-edited or foreign card fails here, not as a KeyError later)."""
+    return Card.from_dict(card, source=file)
 
 
 def read_checkpoint(path, *, optimizer: bool = False) -> dict:
@@ -122,11 +100,11 @@ def read_checkpoint(path, *, optimizer: bool = False) -> dict:
             raise
         raise CheckpointError(f"{file}: damaged or truncated checkpoint ({err}); "
                               "use an earlier copy or train again") from None
-    check_card(out["card"], file)
+    out["card"] = check_card(out["card"], file)
     return out
 
 
-def read_card(path) -> dict:
+def read_card(path) -> Card:
     """Only the card of a checkpoint (cheap: reads the header, not the weights)."""
     file = resolve(path)
     try:
