@@ -17,7 +17,8 @@ from eossl.analysis.io import open_embeddings, save_embeddings
 from eossl.analysis.scene_scale import embed_to_zarr
 from eossl.analysis.attribution import band_importance
 from eossl.analysis.probe import band_statistics, knn_accuracy, probe, scene_labels
-from eossl.analysis.reduce import pca_rgb, umap
+from eossl.analysis.labeling import label_map, next_labels
+from eossl.analysis.reduce import pca, pca_rgb, umap
 from eossl.analysis.search import SearchIndex, SimilarityResult, similar
 from eossl.data.bands import SENSORS
 from eossl.data.chips import open_chips
@@ -43,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "open_scene", "open_stack", "open_chips", "datasets", "band_stats", "with_stats", "normalize",
     "grid_patches", "random_patches", "methods", "recipes", "pretrain", "PretrainConfig", "Callback", "LivePlot", "StopAfter", "Card",
-    "load_model", "embed", "embed_to_zarr", "pca_rgb", "umap", "knn_accuracy", "probe", "scene_labels", "band_importance", "band_statistics", "SENSORS", "plot",
+    "load_model", "embed", "embed_to_zarr", "pca_rgb", "pca", "umap", "label_map", "next_labels", "knn_accuracy", "probe", "scene_labels", "band_importance", "band_statistics", "SENSORS", "plot",
     "save_embeddings", "open_embeddings", "change", "change_vector", "evaluate_change", "cluster", "similar", "SimilarityResult", "SearchIndex", "progress", "DataError", "CheckpointError", "EosslError", "ParameterError",
     "finetune", "predict", "load_finetuned", "FinetuneRun",
 ]

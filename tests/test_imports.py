@@ -131,3 +131,11 @@ def test_eossl_never_imports_widget_packages(name):
                 if any(n == name or n.startswith(name + ".") for n in names):
                     offenders.append(module)
     assert not offenders, f"{name} imported by {offenders}"
+
+
+def test_widgets_only_display_no_scikit_learn_in_them():
+    offenders = [m for m, path in FILES.items() if m.startswith("eossl_widgets")
+                 and any((isinstance(n, ast.Import) and any(a.name.split(".")[0] == "sklearn" for a in n.names))
+                         or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "sklearn")
+                         for n in ast.walk(ast.parse(path.read_text())))]
+    assert not offenders, f"widgets fitting their own models: {offenders} (put the analysis in eossl.analysis)"

@@ -228,11 +228,9 @@ class EmbeddingExplorer(ipw.VBox):
         if len(vectors) < 3:
             raise DataError(f"only {len(vectors)} valid embeddings; need at least 3 for a scatter")
         flat = xr.DataArray(vectors, dims=("sample", "dim"), coords=coords)
-        if self.method == "umap":
-            xy = eossl.umap(flat, seed=seed).values                      # (N, 2)
-        else:
-            from sklearn.decomposition import PCA
-            xy = PCA(n_components=2, random_state=seed).fit_transform(vectors.astype("float64"))
+        # the projection is the library's, so a user gets the same points without the widget
+        reduce = eossl.umap if self.method == "umap" else eossl.pca
+        xy = reduce(flat, seed=seed).values                              # (N, 2)
         self.subsampled = len(vectors) < (np.isfinite(emb.values).all(-1).sum())
         ids = np.asarray(ids, dtype=int)
         label_names = [names.get(int(i), names.get(str(int(i)), f"class {int(i)}")) if i >= 0 else "no label"

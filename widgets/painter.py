@@ -7,10 +7,10 @@ map, and an uncertainty layer says where a new label would help most.
     painter.save("labels.geojson")           # points with a "class" property, lon/lat (EPSG:4326)
 
 ``emb`` is the ``(y, x, dim)`` embedding map of ``scene`` from :func:`eossl.embed`. Each label is
-the patch under the clicked point. With two or more classes labelled, a logistic regression on the
-L2-normalised embeddings (cosine geometry, as the encoders are trained) predicts every patch; the
-entropy of its class probabilities (0 sure .. 1 uniform) is the uncertainty map, and the most
-uncertain unlabelled patches are marked as suggestions.
+the patch under the clicked point. With two or more classes labelled, :func:`eossl.label_map` (a
+logistic regression on the L2-normalised embeddings) predicts every patch and gives the uncertainty
+map (entropy, 0 sure .. 1 uniform); :func:`eossl.next_labels` picks the suggestions. The widget only
+draws them: the same results come without it from those two calls.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("eossl_widgets needs ipyleaflet and ipywidgets: pip install 'eossl[maps]'") from None
 
+import eossl
 from eossl.errors import DataError
 from eossl_widgets.overlay import LONLAT, _scene_array, array_overlay, base_map, scene_overlay, update_overlay
 
@@ -163,12 +164,10 @@ class LabelPainter(ipw.VBox):
             raise DataError(f"the painter needs the scene's embedding map (y, x, dim) from eossl.embed, got "
                             f"{dims}; chip embeddings (sample, dim) have no place on the map")
         self.emb = emb.transpose("y", "x", "dim")
-        values = self.emb.values.reshape(-1, emb.sizes["dim"]).astype("float64")   # (y*x, D)
+        values = self.emb.values.reshape(-1, emb.sizes["dim"])                       # (y*x, D)
         self._valid = np.isfinite(values).all(axis=1)                                 # (y*x,)
         if not self._valid.any():
             raise DataError("every patch's embedding is NaN (no valid data under the scene)")
-        norms = np.linalg.norm(np.where(self._valid[:, None], values, 0.0), axis=1, keepdims=True)
-        self._unit = np.where(self._valid[:, None], values, 0.0) / np.maximum(norms, 1e-12)
         self.locator = PatchLocator(self.emb)
 
     def _build(self, basemap) -> None:
@@ -285,26 +284,15 @@ class LabelPainter(ipw.VBox):
             need = "two classes" if not classes_used else f"a second class besides {classes_used[0]!r}"
             self.status.value = f"{len(self.labels)} label(s); label {need} to see a class map."
             return
-        from sklearn.linear_model import LogisticRegression
-        ncols = self.emb.sizes["x"]
-        idx = np.array([lab["row"] * ncols + lab["col"] for lab in self.labels])       # (L,)
-        y = np.array([self.classes.index(lab["class"]) for lab in self.labels])
-        model = LogisticRegression(C=self.C, max_iter=1000).fit(self._unit[idx], y)
-        proba = model.predict_proba(self._unit[self._valid])                            # (N, K')
-        codes = np.full(self._valid.size, -1, dtype="int16")
-        codes[self._valid] = model.classes_[proba.argmax(axis=1)]
-        entropy = np.full(self._valid.size, np.nan)
-        k = proba.shape[1]
-        entropy[self._valid] = -(proba * np.log(np.clip(proba, 1e-12, 1))).sum(axis=1) / math.log(k)
-        shape = (self.emb.sizes["y"], self.emb.sizes["x"])
-        coords = {"y": self.emb["y"], "x": self.emb["x"]}
-        self.class_map = xr.DataArray(codes.reshape(shape), dims=("y", "x"), coords=coords, name="class",
-                                      attrs={"classes": dict(enumerate(self.classes))}).rio.write_crs(self.emb.rio.crs)
-        self.uncertainty = xr.DataArray(entropy.reshape(shape), dims=("y", "x"), coords=coords,
-                                        name="uncertainty").rio.write_crs(self.emb.rio.crs)
-        self.classifier_ = model
+        # the analysis is the library's (eossl.label_map, eossl.next_labels); the widget draws it
+        points = [(lab["row"], lab["col"], self.classes.index(lab["class"])) for lab in self.labels]
+        result = eossl.label_map(self.emb, points, class_names=self.classes, C=self.C)
+        self.result = result
+        self.class_map = result["class"].rename("class").assign_attrs(classes=dict(enumerate(self.classes)))
+        self.uncertainty = result["uncertainty"].rename("uncertainty")
+        codes = result["class"].values.ravel()
         self._draw_prediction()
-        self._suggest(entropy, set(idx.tolist()))
+        self._suggest(eossl.next_labels(result, self.n_suggest))
         self.fitted = True
         self._update_legend()
         share = {c: float((codes[self._valid] == i).mean()) for i, c in enumerate(self.classes)}
@@ -336,19 +324,16 @@ class LabelPainter(ipw.VBox):
         self.suggestions = []
         self.fitted = False
 
-    def _suggest(self, entropy: np.ndarray, labelled: set) -> None:
-        order = np.argsort(-np.nan_to_num(entropy, nan=-1.0))
-        picks = [int(i) for i in order if np.isfinite(entropy[i]) and int(i) not in labelled][:self.n_suggest]
-        ncols = self.emb.sizes["x"]
+    def _suggest(self, picks) -> None:
+        """Rings on the patches of ``picks`` (eossl.next_labels: most uncertain unlabelled first)."""
         out = []
         self.suggestion_layer.clear()
-        for i in picks:
-            row, col = divmod(i, ncols)
-            lat, lon = self.locator.lat_lon(row, col)
-            out.append({"row": row, "col": col, "lat": lat, "lon": lon, "uncertainty": float(entropy[i])})
+        for pick in picks.itertuples():
+            lat, lon = self.locator.lat_lon(pick.row, pick.col)
+            out.append({"row": pick.row, "col": pick.col, "lat": lat, "lon": lon, "uncertainty": pick.uncertainty})
             self.suggestion_layer.add(ipyleaflet.CircleMarker(
                 location=(lat, lon), radius=9, color=SUGGESTION_COLOUR, weight=3, fill=False,
-                name=f"uncertainty {entropy[i]:.2f}"))
+                name=f"uncertainty {pick.uncertainty:.2f}"))
         self.suggestions = out
 
     # ------------------------------------------------------------------ GeoJSON

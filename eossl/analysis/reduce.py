@@ -1,4 +1,5 @@
-"""Pictures of embeddings: ``pca_rgb`` (false colour of a scene's embedding map) and ``umap``."""
+"""Pictures of embeddings: ``pca_rgb`` (false colour of a scene's embedding map), ``pca`` and ``umap``
+(2-D scatters; the embedding explorer draws either)."""
 
 from __future__ import annotations
 
@@ -114,17 +115,36 @@ def umap(emb: xr.DataArray, n_components: int = 2, n_neighbors: int = 15, min_di
                 part = rest[i:i + batch_size]
                 points[part] = reducer.transform(values[part])
                 bar.update(len(part))
-    coords = {}
-    if emb.ndim == 2:
-        lead = emb.dims[0]
-        coords = {k: ("sample", v.values[ok]) for k, v in emb.coords.items() if v.dims == (lead,)}
-    else:
-        stacked = emb.stack(sample=[d for d in emb.dims if d != "dim"]).transpose("sample", "dim")
-        for name in stacked["sample"].to_index().names:
-            coords[name] = ("sample", stacked["sample"].to_index().get_level_values(name).values[ok])
-    return xr.DataArray(points, dims=("sample", "component"), coords=coords, name="umap",
+    return xr.DataArray(points, dims=("sample", "component"), coords=_sample_coords(emb, ok), name="umap",
                         attrs={"n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric,
                                "fitted_on": int(m), "placed": int(len(rest)),
                                "fit": "all vectors" if not len(rest) else
                                       f"{m} well-spread vectors (eossl.spread_subsample), the rest placed "
                                       "by umap-learn's transform"})
+
+
+def _sample_coords(emb: xr.DataArray, ok: np.ndarray) -> dict:
+    """The coordinates of the valid vectors along a flat ``sample`` dim: a chip set's own sample
+    coordinates (``label``, ...), or ``y`` / ``x`` (and ``time``) of a grid's patches."""
+    if emb.ndim == 2:
+        lead = emb.dims[0]
+        return {k: ("sample", v.values[ok]) for k, v in emb.coords.items() if v.dims == (lead,)}
+    coords = {}
+    stacked = emb.stack(sample=[d for d in emb.dims if d != "dim"]).transpose("sample", "dim")
+    index = stacked["sample"].to_index()
+    for name in index.names:
+        coords[name] = ("sample", index.get_level_values(name).values[ok])
+    return coords
+
+
+def pca(emb: xr.DataArray, n_components: int = 2, seed: int = 0) -> xr.DataArray:
+    """PCA of embeddings -> ``(sample, component)``, laid out like :func:`umap` (valid vectors
+    only; a grid's ``y`` / ``x`` or a chip set's sample coordinates kept): the fast, linear
+    picture. ``attrs["explained_variance_ratio"]`` says how much of the spread each axis holds."""
+    values, ok, emb = _flatten(emb)
+    k = min(n_components, values.shape[1], len(values))
+    model = PCA(n_components=k, random_state=seed).fit(values.astype("float64"))
+    points = model.transform(values.astype("float64"))  # (N, k)
+    return xr.DataArray(points, dims=("sample", "component"), coords=_sample_coords(emb, ok), name="pca",
+                        attrs={"explained_variance_ratio": [float(v) for v in model.explained_variance_ratio_]})
+

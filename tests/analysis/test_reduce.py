@@ -193,3 +193,18 @@ def test_spread_subsample_keeps_rare_kinds():
     assert len(idx) == len(set(idx)) == 200 and (np.diff(idx) > 0).all()
     assert (idx >= 9900).sum() >= 4  # a uniform draw: 2 expected
     assert (spread_subsample(values[:50], 200) == np.arange(50)).all()
+
+
+def test_pca_is_laid_out_like_umap_and_says_what_it_kept():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(6, 7, 16))
+    values[:, :, 0] *= 10                       # one direction holds most of the spread
+    values[2, 3] = np.nan
+    grid = xr.DataArray(values, dims=("y", "x", "dim"), coords={"y": np.arange(6.0), "x": np.arange(7.0)})
+    out = eossl.pca(grid)
+    assert out.dims == ("sample", "component") and out.shape == (41, 2)
+    assert "y" in out.coords and "x" in out.coords
+    ratio = out.attrs["explained_variance_ratio"]
+    assert ratio[0] > 0.5 and ratio[0] >= ratio[1]
+    chips = xr.DataArray(rng.normal(size=(20, 16)), dims=("sample", "dim"), coords={"label": ("sample", np.arange(20) % 2)})
+    assert eossl.pca(chips)["label"].values.tolist() == (np.arange(20) % 2).tolist()
