@@ -95,10 +95,6 @@ class Card(dict):
     def band_names(self) -> list[str]:
         return [b["name"] for b in self["bands"]]
 
-    def to_dict(self) -> dict:
-        """A plain dict copy (what is written to ``card.json``)."""
-        return dict(self)
-
     def replace(self, **changes) -> "Card":
         """A copy with ``changes`` applied; this card is left as it is."""
         return Card({**self, **changes})
@@ -348,17 +344,16 @@ def check_units(da: xr.DataArray, card, sample: np.ndarray | None = None) -> Non
 
 
 def conform(da: xr.DataArray, card, *, check_values: bool = True, on_mismatch: str | None = None,
-            sample: np.ndarray | None = None, check_range: bool = True):
+            sample: np.ndarray | None = None):
     """``(da, card)`` ready to normalise: ``da`` with the card's bands in its order, and the card
-    whose statistics fit ``da``'s units (converted as :func:`units_guard` says). With
-    ``check_range`` it also warns when the values sit far from the training statistics.
+    whose statistics fit ``da``'s units (converted as :func:`units_guard` says); it also warns
+    when the values sit far from the training statistics (:func:`check_units`).
     ``check_values=False`` skips every check and conversion."""
     da = match_bands(da, card)
     if check_values:
         sample = sample_values(da) if sample is None else sample  # a strided sample, not every pixel
         card = units_guard(da, card, sample, on_mismatch=on_mismatch)
-        if check_range:
-            check_units(da, card, sample)
+        check_units(da, card, sample)
     return da, card
 
 
@@ -371,11 +366,11 @@ def normalized(values: np.ndarray, card, band_axis: int, nodata=None) -> np.ndar
 
 
 def prepare(da: xr.DataArray, card, dims: tuple[str, ...] | None = None, *, check_values: bool = True,
-            on_mismatch: str | None = None, check_range: bool = True, fill: float | None = None) -> np.ndarray:
+            on_mismatch: str | None = None, fill: float | None = None) -> np.ndarray:
     """``da`` as the card's encoder sees it: its bands in its order, in its units, normalised with
     its statistics, as float32 in ``dims`` order (default: ``da``'s own). NaN marks nodata, or
     becomes ``fill`` (0: the band mean) when given."""
-    da, card = conform(da, card, check_values=check_values, on_mismatch=on_mismatch, check_range=check_range)
+    da, card = conform(da, card, check_values=check_values, on_mismatch=on_mismatch)
     if dims is not None:
         da = da.transpose(*dims)
     arr = normalized(da.values, card, da.dims.index("band"), da.attrs.get("nodata"))

@@ -69,12 +69,6 @@ def _mkdir(folder: Path) -> Path:
     return folder
 
 
-def check_card(card, file) -> Card:
-    """The card as a :class:`~eossl.card.Card`, or a :class:`CheckpointError` naming ``file`` and
-    what is missing (a hand-edited or foreign card fails here, not as a KeyError later)."""
-    return Card.from_dict(card, source=file)
-
-
 def read_checkpoint(path, *, optimizer: bool = False) -> dict:
     """Read a checkpoint: ``{"card", "model" (state dict), "trainer", "optim", "rng"}``."""
     file = resolve(path)
@@ -100,7 +94,7 @@ def read_checkpoint(path, *, optimizer: bool = False) -> dict:
             raise
         raise CheckpointError(f"{file}: damaged or truncated checkpoint ({err}); "
                               "use an earlier copy or train again") from None
-    out["card"] = check_card(out["card"], file)
+    out["card"] = Card.from_dict(out["card"], source=file)  # a hand-edited card fails here, named
     return out
 
 
@@ -118,4 +112,4 @@ def read_card(path) -> Card:
         card = json.loads(meta.get("card", ""))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{file}: damaged checkpoint: its card is not JSON ({err})") from None
-    return check_card(card, file)
+    return Card.from_dict(card, source=file)

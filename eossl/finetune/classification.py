@@ -14,8 +14,9 @@ import xarray as xr
 
 from eossl.errors import DataError
 from eossl.finetune.heads import build
+from eossl.card import prepare
 from eossl.device import resolve_device
-from eossl.finetune.loop import (LoopConfig, base_of, check_out, draw, make_card, metrics_table, model_values,
+from eossl.finetune.loop import (LoopConfig, base_of, check_out, draw, make_card, metrics_table,
                                  resolve_classes, save_run, train_loop)
 from eossl.finetune.predict import FinetuneRun, _logits, chips_of, predict_chips  # noqa: F401 (predict_chips: re-exported)
 
@@ -56,7 +57,7 @@ def finetune_classification(model, data, labels=None, *, shots: int | None = Non
     index = np.array([lookup.get(v.item() if hasattr(v, "item") else v, -1) for v in y_raw])
     train_idx, test_idx = draw(index, shots, classes, names, np.random.default_rng(seed), test_fraction, "chip")
 
-    x = torch.from_numpy(np.nan_to_num(model_values(chips.transpose("sample", "band", "y", "x"), base_card)))  # (N, C, H, W)
+    x = torch.from_numpy(prepare(chips, base_card, fill=0.0))  # (N, C, H, W)
     y = torch.from_numpy(index).long()
     ft = build(enc, "classification", len(classes))
     history = train_loop(ft, x[train_idx], y[train_idx], cfg, dev, desc=f"finetune classification ({train})")

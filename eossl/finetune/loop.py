@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from eossl import validate as check
-from eossl.card import Card, finetune_card, prepare, training_card
+from eossl.card import Card, finetune_card, training_card
 from eossl.checkpoint import CHECKPOINT_FILE, atomic_write_bytes, resolve, save_checkpoint
 from eossl.data.normalize import stats_of
 from eossl.data.patches import tile_size, window_starts
@@ -73,12 +73,6 @@ def base_of(model, data=None, encoder=None, seed: int = 0):
 
 
 # ---------------------------------------------------------------- inputs as the encoder sees them
-
-def model_values(da: xr.DataArray, card) -> np.ndarray:
-    """Values of ``da`` as the encoder sees them (:func:`eossl.card.prepare`), NaN kept: the card's
-    band order, its units, its statistics; a warning when they do not look like the training data."""
-    return prepare(da, card)
-
 
 def check_grid(image: xr.DataArray, labels: xr.DataArray, what: str = "labels") -> None:
     """``labels`` (y, x) must sit on the image's pixel grid: same size, coordinates and CRS."""

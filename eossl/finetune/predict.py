@@ -18,7 +18,8 @@ import xarray as xr
 from eossl.device import resolve_device
 from eossl.errors import DataError
 from eossl.finetune.heads import FinetuneModel, load
-from eossl.finetune.loop import check_grid, class_map, model_values, predict_tiled
+from eossl.card import prepare
+from eossl.finetune.loop import check_grid, class_map, predict_tiled
 
 
 # ---------------------------------------------------------------- inputs
@@ -40,7 +41,7 @@ def stack_values(image: xr.DataArray, card: dict) -> np.ndarray:
     if len(lead) > 1:
         raise DataError(f"an image with dims {image.dims}: give (band, y, x) or one extra dim such as time")
     da = image.transpose(*lead, "band", "y", "x")
-    arr = model_values(da, card)
+    arr = prepare(da, card)  # as the encoder sees it, NaN kept
     return arr[None] if arr.ndim == 3 else arr
 
 
@@ -69,7 +70,6 @@ def pair_of(data, dates=None) -> xr.DataArray:
     return data.isel({lead: list(dates)}).transpose(lead, "band", "y", "x")
 
 
-
 # ---------------------------------------------------------------- prediction
 
 @torch.no_grad()
@@ -83,7 +83,7 @@ def predict_chips(model, chips: xr.DataArray, proba: bool = False, device: str =
     """``(sample,)`` predicted class values for chips (or ``(sample, class)`` probabilities),
     keeping the chips' sample coordinates."""
     chips = chips_of(chips)
-    x = torch.from_numpy(np.nan_to_num(model_values(chips.transpose("sample", "band", "y", "x"), model.card)))
+    x = torch.from_numpy(prepare(chips, model.card, fill=0.0))
     probs = torch.softmax(_logits(model, x, resolve_device(device), batch_size), dim=1).numpy()
     classes = [c["value"] for c in model.card["classes"]]
     coords = {k: v for k, v in chips.coords.items() if v.dims == ("sample",)}
