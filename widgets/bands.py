@@ -100,6 +100,8 @@ class BandImportancePanel(ipw.VBox):
         self.row = ipw.BoundedIntText(description="row", layout=ipw.Layout(width="140px"))
         self.col = ipw.BoundedIntText(description="col", layout=ipw.Layout(width="140px"))
         self.bars = ipw.Image(format="png", layout=ipw.Layout(max_width="100%"))
+        self.header.add_class("eossl-bands-header")       # CSS hooks (the browser test finds them)
+        self.bars.add_class("eossl-bands-bars")
         self.importance = None
         try:
             self.kind = check_importance(importance)

@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("eossl_widgets needs ipyleaflet and ipywidgets: pip install 'eossl[maps]'") from None
 
 from eossl.errors import DataError
-from eossl_widgets.overlay import array_overlay, base_map, scene_overlay, update_overlay
+from eossl_widgets.overlay import array_overlay, base_map, blank_patches, off_scene_patches, scene_overlay, update_overlay
 from eossl_widgets.painter import _message_html, check_on_scene, scene_image
 
 CHANGED_COLOUR = "Reds"
@@ -115,6 +115,10 @@ class ChangeExplorer(ipw.VBox):
             t1, t2 = _dates(scene_t1, scene_t2)
             self._check_pair(t1, t2)
             score = self._check_score(score, t1)
+            # no change is measured on a no-data margin of either date: those patches stay transparent
+            score = blank_patches(score, off_scene_patches(score, t1) | off_scene_patches(score, t2))
+            if not np.isfinite(score.values).any():
+                raise DataError("every patch of the change score lies on a no-data margin: nothing to show")
         except DataError as err:
             self.message = str(err)
             self.note.value = _message_html(str(err), "error")
@@ -132,9 +136,13 @@ class ChangeExplorer(ipw.VBox):
                                       layout=ipw.Layout(width="480px"))
         self.slider.observe(self._on_slider, "value")
         self.report_html = ipw.HTML("")
+        self.report_html.add_class("eossl-change-report")  # CSS hooks (the browser test finds them)
+        self.slider.add_class("eossl-threshold")
         self.score_layer = array_overlay(score, "change score", cmap="magma", opacity=0.0)
         self.changed_layer = None
         self._build_maps(bands, basemap)
+        for m in self.maps:
+            m.add_class("eossl-change-map")
         self.set_threshold(self.slider.value)
         self.children = [self._map_box, ipw.HBox([self.slider]), self.report_html, self.note]
 
@@ -167,6 +175,11 @@ class ChangeExplorer(ipw.VBox):
         self.date_layers = (first, second)
         if self.mode == "swipe":
             m = base_map(self.t1, basemap=basemap)
+            # the swipe clips an image overlay by clipping its whole pane: each date needs a pane
+            # of its own (in leaflet's shared overlay pane the second clip would undo the first)
+            # (above basemap tiles at 200, below the score layers in the overlay pane at 400)
+            m.panes = {**m.panes, "eossl-date-1": {"zIndex": 250}, "eossl-date-2": {"zIndex": 251}}
+            first.pane, second.pane = "eossl-date-1", "eossl-date-2"
             m.add(first)
             m.add(second)
             self.split = ipyleaflet.SplitMapControl(left_layer=first, right_layer=second)

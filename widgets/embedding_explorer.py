@@ -167,7 +167,12 @@ class EmbeddingExplorer(ipw.VBox):
         self.observe(self._draw_selection, "selected")
         self.observe(self._draw_status, "status")
 
-        body = [ipw.HTML("loading BokehJS ...") if late else self.plot]
+        # The scatter's slot has its final width from the start: BokehJS draws the plot a moment
+        # after the map, and a map that first takes the whole row and is then squeezed is never told
+        # (leaflet keeps its first size, so the scene opens off-centre and cut off)
+        slot = ipw.Layout(width=f"{width + 10}px", min_width=f"{width + 10}px", height=f"{height + 10}px")
+        self.plot.layout = slot
+        body = [ipw.HTML("loading BokehJS ...", layout=slot) if late else self.plot]
         if map_explorer is not None:
             self._link_problem = self._check_link(map_explorer)
             if self._link_problem is None:

@@ -21,9 +21,9 @@ import xarray as xr
 
 import eossl
 from eossl.errors import DataError
-from eossl_widgets.overlay import (_scene_array, array_overlay, base_map, data_url, footprints_geojson,
-                                   footprints_layer, opacity_sliders, rgb_image, scene_overlay, thumbnail_png,
-                                   update_overlay)
+from eossl_widgets.overlay import (_scene_array, array_overlay, base_map, blank_patches, data_url,
+                                   footprints_geojson, footprints_layer, off_scene_patches, opacity_sliders,
+                                   rgb_image, scene_overlay, thumbnail_png, update_overlay)
 
 import ipyleaflet  # noqa: E402  (overlay raised a clear error already when these are missing)
 import ipywidgets as ipw  # noqa: E402
@@ -130,8 +130,13 @@ class MapExplorer(ipw.VBox):
         self.emb = emb.isel(time=self.time) if isinstance(emb, xr.DataArray) and "time" in emb.dims else emb
         if emb2 is None and isinstance(emb, xr.DataArray) and "time" in emb.dims and emb.sizes["time"] > 1:
             emb2 = emb.isel(time=-1 if self.time == 0 else 0)
-        self.emb2 = emb2
         self.problem = grid_problem(self.scene, self.emb)
+        if self.problem is None:
+            # patches on the scene's no-data margin: NaN, so no layer paints them and no search finds them
+            self.off_scene = off_scene_patches(self.emb, self.scene)
+            self.emb = blank_patches(self.emb, self.off_scene)
+            emb2 = blank_patches(emb2, self.off_scene) if emb2 is not None else None
+        self.emb2 = emb2
         self.map = base_map(self.scene, basemap, height=height)
         self.map.add_class("eossl-map")
         self.layers: dict[str, ipyleaflet.Layer] = {}

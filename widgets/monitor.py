@@ -164,6 +164,8 @@ class TrainingMonitor(Callback, ipw.VBox):
                                       disabled=True)
         self.stop_button.on_click(lambda _: self.request_stop())
         self.busy_click = catch_click_while_busy(self.stop_button, self._stop.set)
+        self.stop_button.add_class("eossl-stop")          # CSS hooks (the browser test finds them)
+        self.status.add_class("eossl-monitor-status")
         self.children = [ipw.HBox([self.status, self.stop_button]), self.indicator, self.curves,
                          self.pictures]
 

@@ -3,9 +3,10 @@
 An xarray raster with a CRS (a scene, a score map, a class map, an embedding PCA picture) is
 reprojected to Web Mercator (the map's own projection, so pixel edges land exactly where they
 belong), colour-mapped, and encoded as a PNG *data URL* in an ``ipyleaflet.ImageOverlay``: no tile
-server and no network are involved. Patch footprints become a GeoJSON layer in lon/lat.
+server and no network are involved. Patch footprints become a GeoJSON layer in lon/lat. No data
+(nodata, NaN, a zero margin: :func:`eossl.data.normalize.fill_mask`) is transparent.
 
-    m = base_map(scene)                       # no basemap tiles unless asked for
+    m = base_map(scene)                       # a leafmap.Map; no basemap tiles unless asked for
     m.add(scene_overlay(scene))               # true colour
     m.add(array_overlay(eossl.cluster(emb), "clusters", opacity=0.6))
 """
@@ -241,7 +242,7 @@ def rgb_image(scene, bands=None, *, time=None, false_colour: bool = False, perce
     ``false_colour=True``, or the named ``bands``; the percentile stretch of
     :func:`eossl.plot.rgb_array`, over the whole scene (so patches cut from it compare)."""
     from eossl.data.bands import rgb_bands
-    from eossl.data.normalize import nodata_to_nan
+    from eossl.data.normalize import fill_mask, nodata_to_nan
     from eossl.plot import stretch
     da = _scene_array(scene, time)
     if bands is None:
@@ -251,9 +252,44 @@ def rgb_image(scene, bands=None, *, time=None, false_colour: bool = False, perce
         raise DataError(f"bands {missing} are not in the scene (it has {da['band'].values.tolist()})")
     values = nodata_to_nan(da.sel(band=list(bands)).transpose("y", "x", "band").values.astype("float32"),
                            da.attrs.get("nodata"))                           # (y, x, 3)
+    # no-data pixels (a zero margin too) are transparent and stay out of the stretch: counted in,
+    # a 16 % zero margin pulls the 2 % point to 0 and the picture washes out
+    values[fill_mask(da)] = np.nan
     rgb = xr.DataArray(stretch(values, percentiles), dims=("y", "x", "rgb"),
                        coords={"y": da["y"], "x": da["x"], "rgb": [str(b) for b in bands]})
     return rgb.rio.write_crs(da.rio.crs) if da.rio.crs is not None else rgb
+
+
+def off_scene_patches(grid: xr.DataArray, scene, share: float = 0.5) -> xr.DataArray:
+    """(y, x) booleans on ``grid`` (embeddings or scores on a patch grid of ``scene``, same CRS):
+    the patches more than ``share`` of whose pixels hold no data (:func:`eossl.data.normalize.fill_mask`).
+    Widgets leave them transparent and out of searches, class maps and change areas: an embedding
+    of a zero margin is a real vector, but of nothing."""
+    from eossl.data.normalize import fill_mask
+    scene = _scene_array(scene)
+    rows, cols = grid.sizes["y"], grid.sizes["x"]
+    fill = fill_mask(scene)                                                        # (Y, X)
+    off = np.zeros((rows, cols), dtype=bool)
+    if fill.any():
+        t = grid.rio.transform()
+        col_of = np.floor((scene["x"].values - t.c) / t.a).astype(int)            # (X,) patch column of each pixel
+        row_of = np.floor((scene["y"].values - t.f) / t.e).astype(int)            # (Y,)
+        keep_r, keep_c = (row_of >= 0) & (row_of < rows), (col_of >= 0) & (col_of < cols)
+        cell = row_of[keep_r][:, None] * cols + col_of[keep_c][None, :]         # (Y', X') flat patch index
+        pixels = np.bincount(cell.ravel(), minlength=rows * cols)
+        empty = np.bincount(cell.ravel(), weights=fill[np.ix_(keep_r, keep_c)].ravel(), minlength=rows * cols)
+        off = (empty > share * np.maximum(pixels, 1)).reshape(rows, cols)
+    return xr.DataArray(off, dims=("y", "x"), coords={"y": grid["y"], "x": grid["x"]}, name="off_scene")
+
+
+def blank_patches(grid: xr.DataArray, off: xr.DataArray) -> xr.DataArray:
+    """``grid`` (y, x[, dim]) with NaN on the patches where ``off`` (y, x) is True; attributes and
+    CRS kept. A grid of another size is returned as it is (its own checks say why it does not fit)."""
+    if not bool(off.any()) or grid.sizes.get("y") != off.sizes["y"] or grid.sizes.get("x") != off.sizes["x"]:
+        return grid
+    out = grid.where(~xr.DataArray(off.values, dims=("y", "x")))
+    out.attrs = dict(grid.attrs)
+    return out
 
 
 def scene_overlay(scene, bands=None, name: str | None = None, *, time=None, false_colour: bool = False,
@@ -408,18 +444,69 @@ def _basemap_layer(basemap):
     return layer
 
 
-def base_map(scene_or_bounds=None, basemap=None, *, height: str = "450px", **map_kwargs) -> ipyleaflet.Map:
-    """An ipyleaflet map framed on a scene (or ``((south, west), (north, east))``), with a layer
-    control and NO basemap tiles unless ``basemap`` is given (an xyzservices name such as
-    ``"OpenStreetMap.Mapnik"`` or a TileLayer; those need the network, overlays do not)."""
-    layers = (_basemap_layer(basemap),) if basemap is not None else ()
-    kwargs = dict(layers=layers, scroll_wheel_zoom=True, layout=ipw.Layout(height=height, width="100%"))
+def fit_when_shown(m, bounds) -> None:
+    """Frame ``m`` on ``bounds`` once the browser has drawn it at its real size.
+
+    The map is created framed for a 700x450 px box, but it is shown beside a side panel or a
+    scatter, narrower than that, and the scene would open cut off. Leaflet reports the drawn size
+    in ``pixel_bounds``; the zoom and centre are computed again for it (on the kernel side:
+    ipyleaflet's own ``fit_bounds`` needs an event-loop round trip per zoom step). One map shown
+    twice (the explorer's map beside the scatter too) is framed for the smaller of its views; a
+    view no smaller than one already fitted changes nothing, so the user's own panning stays."""
+    bounds = lonlat_bounds(bounds)
+    fitted = [None]                                   # (width, height) the view was last framed for
+
+    def refit(change):
+        (x0, y0), (x1, y1) = change["new"] or ((0, 0), (0, 0))
+        width, height = int(abs(x1 - x0)), int(abs(y1 - y0))
+        if width < 50 or height < 50:  # not laid out yet (a hidden tab, a collapsed output)
+            return
+        if fitted[0] is not None:
+            width, height = min(width, fitted[0][0]), min(height, fitted[0][1])
+            if (width, height) == fitted[0]:
+                return
+        fitted[0] = (width, height)
+        centre, zoom = _view(bounds, width, height)
+        m.center, m.zoom = centre, zoom
+
+    m.observe(refit, "pixel_bounds")
+
+
+def base_map(scene_or_bounds=None, basemap=None, *, height: str = "450px", **map_kwargs):
+    """A ``leafmap.Map`` (its ipyleaflet backend) framed on a scene (or
+    ``((south, west), (north, east))``), with a layer control and NO basemap tiles unless
+    ``basemap`` is given (an xyzservices name such as ``"OpenStreetMap.Mapnik"`` or a TileLayer;
+    those need the network, our overlays do not).
+
+    Being a leafmap map, it takes leafmap's API for a user's own layers (``m.add_geojson``,
+    ``m.add_raster``, ``m.add_basemap``, ``m.add_layer_manager``). leafmap's draw control, toolbar
+    and search box are off: they would catch the clicks our widgets listen to, and some of their
+    tools need the network. The map reframes itself on the scene once it is shown."""
+    import leafmap.leafmap as leafmap
+    kwargs = dict(scroll_wheel_zoom=True, draw_control=False, toolbar_control=False, search_control=False,
+                  measure_control=False, layers_control=False, fullscreen_control=True, scale_control=True)
     if scene_or_bounds is not None:
         centre, zoom = _view(lonlat_bounds(scene_or_bounds))
         kwargs.update(center=centre, zoom=zoom)
     kwargs.update(map_kwargs)
-    m = ipyleaflet.Map(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # from leafmap's own dependencies
+        m = leafmap.Map(**kwargs)
+    # leafmap puts OpenStreetMap tiles under every map; they need the network, so they go before
+    # the map is ever shown (an offline page asks nothing of the network)
+    for layer in list(m.layers):
+        if isinstance(layer, ipyleaflet.TileLayer):
+            m.remove(layer)
+    # leafmap rebuilds a (hidden, with the toolbar off) layer manager on every add: dropping it
+    # keeps adds cheap; m.add_layer_manager() makes a visible one again
+    if hasattr(m, "_layer_manager_widget"):
+        del m._layer_manager_widget
+    if basemap is not None:
+        m.add(_basemap_layer(basemap))
+    m.layout = ipw.Layout(height=height, width="100%")
     m.add(ipyleaflet.LayersControl(position="topright"))
+    if scene_or_bounds is not None:
+        fit_when_shown(m, scene_or_bounds)
     return m
 
 

@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 import eossl
 from eossl.errors import DataError
-from eossl_widgets.overlay import LONLAT, _scene_array, array_overlay, base_map, scene_overlay, update_overlay
+from eossl_widgets.overlay import (LONLAT, _scene_array, array_overlay, base_map, blank_patches, off_scene_patches,
+                                   scene_overlay, update_overlay)
 
 SUGGESTION_COLOUR = "#ffffff"
 
@@ -146,6 +147,8 @@ class LabelPainter(ipw.VBox):
             self.scene = scene_image(scene)
             self._set_embeddings(emb)
             check_on_scene(self.emb, self.scene, "embeddings")
+            # patches on the scene's no-data margin get no label, no class and no suggestion
+            self._set_embeddings(blank_patches(self.emb, off_scene_patches(self.emb, self.scene)))
         except DataError as err:
             self._fail(str(err))
             return
@@ -172,6 +175,8 @@ class LabelPainter(ipw.VBox):
 
     def _build(self, basemap) -> None:
         self.map = base_map(self.scene, basemap=basemap)
+        self.map.add_class("eossl-painter")               # CSS hooks (the browser test finds them)
+        self.status.add_class("eossl-painter-status")
         self.scene_layer = scene_overlay(self.scene, name="scene (true colour)")
         self.map.add(self.scene_layer)
         self.class_layer = self.uncertainty_layer = None

@@ -24,6 +24,21 @@ def nodata_to_nan(values: np.ndarray, nodata) -> np.ndarray:
     return np.where(invalid, np.nan, values) if invalid.any() else values
 
 
+def fill_mask(scene) -> np.ndarray:
+    """(y, x) booleans: the pixels of a (band, y, x) scene that hold no data.
+
+    That is the scene's nodata value (``rio.nodata`` or ``attrs["nodata"]``) or a non-finite value in
+    every band, and also 0 in every band: Level-1 products such as the Landsat 8 scene in
+    ``shared/data`` carry no nodata tag but pad the tilted footprint with zeros (16 % of that
+    scene), and a real surface is never exactly 0 in every band at once."""
+    values = np.asarray(scene.transpose("band", "y", "x").values)                 # (band, y, x)
+    nodata = scene.rio.nodata if scene.rio.nodata is not None else scene.attrs.get("nodata")
+    empty = ~np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else np.zeros(values.shape, bool)
+    if nodata is not None and not np.isnan(nodata):
+        empty |= values == nodata
+    return (empty | (values == 0)).all(axis=0)
+
+
 def band_stats(data, max_pixels: int = MAX_PIXELS, seed: int = 0) -> xr.Dataset:
     """Mean and standard deviation of every band over valid (finite, non-nodata) pixels.
 

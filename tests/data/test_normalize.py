@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from eossl.data.normalize import band_stats, normalize_array, stats_of, with_stats
+from eossl.data.normalize import band_stats, fill_mask, normalize_array, stats_of, with_stats
 from eossl.errors import DataError
 
 
@@ -209,3 +209,18 @@ def test_nodata_to_nan():
     values = np.array([1.0, 0.0, 5.0])
     np.testing.assert_array_equal(nodata_to_nan(values, 0), [1.0, np.nan, 5.0])
     assert nodata_to_nan(values, None) is values and nodata_to_nan(values, np.nan) is values
+
+
+def test_fill_mask_finds_zero_margins_nodata_and_nan():
+    values = np.ones((3, 4, 5), dtype="uint16")
+    values[:, 0, :] = 0                       # a zero margin (the Landsat 8 L1 scene has one, untagged)
+    values[0, 1, 1] = 0                       # one band 0 is real data: not a fill pixel
+    values[:, 3, 4] = 7                       # the tagged nodata value
+    mask = fill_mask(_scene(values, nodata=7))
+    expected = np.zeros((4, 5), bool)
+    expected[0, :] = True
+    expected[3, 4] = True
+    np.testing.assert_array_equal(mask, expected)
+    floats = values.astype("float32")
+    floats[:, 2, 2] = np.nan
+    assert fill_mask(_scene(floats))[2, 2] and not fill_mask(_scene(floats))[3, 4]   # no tag: 7 is data

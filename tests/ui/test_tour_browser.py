@@ -1,6 +1,9 @@
 """The workbench tour in a real browser: Chromium (driven by Playwright) against a JupyterLab server
-started here on localhost. It runs the tour notebook, clicks the map, drags a box selection in the
-embedding scatter, and checks what a person would see. Screenshots go to ``$EOSSL_ARTIFACTS``
+started here on localhost. It runs the tour notebook and drives every widget as a person would: presses
+a training monitor's Stop while its run goes on, clicks the map explorer, checks that every map shows its
+whole scene and that the band panel follows the click, drags a box selection in the embedding scatter
+and hovers it, labels a patch in the label painter, drags the change explorer's swipe bar and moves its
+threshold with the keyboard. Screenshots go to ``$EOSSL_ARTIFACTS``
 (default tests/ui/artifacts/). Also checks that the page asked nothing of the network but the
 local server (no CDN, no tiles).
 
@@ -112,6 +115,29 @@ ALL_CELLS_DONE = """() => {
 }"""
 
 
+# The second TrainingMonitor (the live run at the end of the tour) has an enabled Stop button.
+LIVE_STOP_ENABLED = """() => {
+  const buttons = document.querySelectorAll('.eossl-stop');
+  return buttons.length >= 2 && !buttons[1].disabled && /Stop/.test(buttons[1].textContent);
+}"""
+
+
+# Each map's first image layer (the scene) lies inside its map: nothing cut off at the edges.
+SCENES_CUT_OFF = """() => {
+  const out = [];
+  for (const m of document.querySelectorAll('.eossl-map, .eossl-painter, .eossl-change-map')) {
+    const box = m.getBoundingClientRect();
+    const img = m.querySelector('img.leaflet-image-layer');
+    if (!img || box.width === 0) continue;
+    const r = img.getBoundingClientRect();
+    if (r.left < box.left - 2 || r.right > box.right + 2 || r.top < box.top - 2 || r.bottom > box.bottom + 2)
+      out.push(`${m.className.match(/eossl-[a-z-]+/)[0]} in ${m.parentElement.className.slice(0, 60)}: map ${Math.round(box.width)}x${Math.round(box.height)}, `
+               + `scene ${Math.round(r.left - box.left)},${Math.round(r.top - box.top)} ${Math.round(r.width)}x${Math.round(r.height)}`);
+  }
+  return out;
+}"""
+
+
 # Bokeh draws tooltips inside shadow roots: walk them for a visible tooltip holding a PNG data URL.
 TOOLTIP_WITH_THUMBNAIL = """() => {
   const walk = (root) => {
@@ -155,7 +181,18 @@ def test_tour_in_chromium(lab):
             # Run > Run All Cells, as a person would
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+
+            # the last cells train for 15 s under a second monitor: press its Stop while the cell runs
+            _wait(page, LIVE_STOP_ENABLED, RUN_ALL_TIMEOUT_S, "the live run's Stop button")
+            stop = page.locator(".eossl-stop").nth(1)
+            stop.scroll_into_view_if_needed()
+            stop.click()
             _wait(page, ALL_CELLS_DONE, RUN_ALL_TIMEOUT_S, "all cells to run")
+            live_status = page.locator(".eossl-monitor-status").nth(1).inner_text()
+            assert "stopped" in live_status.lower(), live_status
+            outputs = page.locator(".jp-Notebook .jp-CodeCell").last.locator(".jp-OutputArea-output").inner_text()
+            assert "stopped by the button: True" in outputs, outputs
+            _shot(page, "0-live-run-stopped")
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                                   has_text="Traceback")
             assert errors.count() == 0, errors.first.inner_text()
@@ -191,6 +228,16 @@ def test_tour_in_chromium(lab):
             assert n_hits == 12, f"{n_hits} top-k outlines on the map, expected 12"
             assert page.locator(".eossl-map").first.locator("path[stroke='#ffea00']").count() == 1
             _shot(page, "2-after-map-click")
+
+            # every map opens with its whole scene in view (framed again once the browser laid it out)
+            cut = page.evaluate(SCENES_CUT_OFF)
+            assert not cut, f"maps that cut their scene off: {cut}"
+
+            # the band panel follows the click on the explorer's map
+            row_col = re.search(r"patch \(row (\d+), col (\d+)\)", text).groups()
+            _wait(page, "(rc) => (document.querySelector('.eossl-bands-header') || {}).textContent"
+                        "?.includes(`patch row ${rc[0]}, col ${rc[1]}`)", 30,
+                  "the band panel to show the clicked patch", arg=list(row_col))
 
             # the scatter rings the clicked patch; then a box selection outlines patches on the map
             scatter = page.locator(".eossl-scatter").first
@@ -232,6 +279,51 @@ def test_tour_in_chromium(lab):
             assert found, "no thumbnail tooltip appeared while hovering the scatter"
             assert re.search(r"cluster \d+", found), found
             _shot(page, "4-hover-thumbnail")
+
+            # the label painter: pick a class, click the map; the classifier refits with one label more
+            painter_map = page.locator(".eossl-painter").first
+            painter_map.scroll_into_view_if_needed()
+            painter_status = page.locator(".eossl-painter-status").first
+            n_before = int(re.search(r"(\d+) labels", painter_status.inner_text())[1])
+            page.locator(".widget-toggle-button", has_text=re.compile("^water$")).first.click()
+            pbox = painter_map.bounding_box()
+            page.mouse.click(pbox["x"] + pbox["width"] * 0.5, pbox["y"] + pbox["height"] * 0.5)
+            _wait(page, "(n) => { const m = /(\\d+) labels/.exec(document.querySelector('.eossl-painter-status')"
+                        ".textContent); return m && Number(m[1]) === n + 1; }", 60,
+                  "the painter to take the click as a label", arg=n_before)
+            assert "class map" in painter_status.inner_text()
+            _shot(page, "5-painter-click")
+
+            # the change explorer: drag the swipe bar, then move the threshold with the keyboard
+            change_map = page.locator(".eossl-change-map").first
+            change_map.scroll_into_view_if_needed()
+            divider = change_map.locator(".leaflet-sbs-divider")
+            left_before = divider.evaluate("e => e.getBoundingClientRect().left")
+            cbox = change_map.bounding_box()
+            y = cbox["y"] + cbox["height"] * 0.5
+            page.mouse.move(left_before + 1, y)
+            page.mouse.down()
+            for k in range(1, 11):
+                page.mouse.move(left_before + 1 - cbox["width"] * 0.12 * k / 10, y)
+            page.mouse.up()
+            left_after = divider.evaluate("e => e.getBoundingClientRect().left")
+            assert left_after < left_before - cbox["width"] * 0.08, (left_before, left_after)
+            # each date is clipped to its side of the bar (the swipe clips the dates' own panes)
+            clips = [change_map.locator(f".leaflet-eossl-date-{i}-pane").evaluate("e => e.style.clip")
+                     for i in (1, 2)]
+            assert all(clips) and clips[0] != clips[1], f"the swipe bar does not split the dates: {clips}"
+            report = page.locator(".eossl-change-report").first
+            report_before = report.inner_text()
+            handle = page.locator(".eossl-threshold .noUi-handle").first
+            handle.click()
+            for _ in range(15):
+                handle.press("ArrowRight")
+            _wait(page, "(before) => document.querySelector('.eossl-change-report').textContent !== before", 60,
+                  "the report to follow the threshold", arg=report_before)
+            before_n = int(re.search(r"([\d,]+) of", report_before)[1].replace(",", ""))
+            after_n = int(re.search(r"([\d,]+) of", report.inner_text())[1].replace(",", ""))
+            assert after_n < before_n, (report_before, report.inner_text())  # a higher threshold: fewer patches
+            _shot(page, "6-change-swipe-threshold")
         finally:
             browser.close()
     assert not outside, f"the page asked the network for {sorted(set(outside))[:5]}"

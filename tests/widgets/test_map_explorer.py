@@ -120,3 +120,15 @@ def test_a_scene_too_big_for_an_overlay_is_shown_smaller_with_a_notice(taizhou, 
     small = MapExplorer(taizhou, taizhou_emb, clusters=0, max_pixels=40_000)
     assert "shown at 1/2 resolution" in small.status and small.problem is None
     assert small.layers["true colour (B3, B2, B1)"].notice is not None
+
+
+def test_a_zero_margin_is_left_out_of_layers_and_searches(taizhou, taizhou_emb):
+    import numpy as np
+    scene = taizhou["image"].isel(time=0).copy(deep=True)
+    scene[:, :, :80] = 0                                    # 10 patch columns of no data, no nodata tag
+    explorer = MapExplorer(scene, taizhou_emb.isel(time=0), k=30, clusters=4)
+    assert explorer.off_scene.values[:, :10].all() and int(explorer.off_scene.sum()) == 10 * scene.sizes["y"] // 8
+    result = explorer.click_patch(20, 30)
+    assert (result.table["col"] >= 10).all()               # no hit on the margin
+    assert np.isnan(result.heatmap.values[:, :10]).all()   # and no heat painted on it
+    assert (explorer.clusters.values[:, :10] < 0).all()    # nor a cluster

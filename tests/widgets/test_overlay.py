@@ -144,6 +144,38 @@ def test_base_map_has_no_tiles_and_frames_the_scene(taizhou):
     west, south, east, north = taizhou["image"].rio.transform_bounds("EPSG:4326")
     assert south < m.center[0] < north and west < m.center[1] < east and m.zoom >= 10
     assert any(type(c).__name__ == "LayersControl" for c in m.controls)
+    assert not any(type(c).__name__ == "DrawControl" for c in m.controls)  # it would catch the clicks
+
+
+def test_base_map_is_a_leafmap_map_for_the_users_own_layers(taizhou):
+    import leafmap.leafmap as leafmap
+    m = ov.base_map(taizhou)
+    assert isinstance(m, leafmap.Map)
+    (s, w), (n, e) = ov.lonlat_bounds(taizhou)
+    square = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"name": "mine"},
+              "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}}]}
+    m.add_geojson(square, layer_name="my field")
+    assert "my field" in [layer.name for layer in m.layers]
+    assert not any(getattr(layer, "url", "").startswith("http") for layer in m.layers)
+
+
+def test_base_map_reframes_when_the_browser_reports_its_size(taizhou):
+    m = ov.base_map(taizhou)
+    zoom = m.zoom
+    m.set_trait("pixel_bounds", ((0, 0), (10, 10)))          # not laid out yet: nothing happens
+    assert m.zoom == zoom
+    m.set_trait("pixel_bounds", ((0, 0), (180, 120)))        # a narrow map: one zoom level is too close
+    assert m.zoom < zoom
+    (s, w), (n, e) = ov.lonlat_bounds(taizhou)
+    assert s < m.center[0] < n and w < m.center[1] < e
+    small = m.zoom
+    m.set_trait("pixel_bounds", ((0, 0), (2000, 2000)))      # a bigger view changes nothing
+    assert m.zoom == small
+    m.center = (0.0, 0.0)                                    # the user panned away: a bigger view keeps it
+    m.set_trait("pixel_bounds", ((0, 0), (1900, 1900)))
+    assert tuple(m.center) == (0.0, 0.0)
+    m.set_trait("pixel_bounds", ((0, 0), (60, 60)))          # a smaller view of the same map: framed for it
+    assert m.zoom < small and s < m.center[0] < n
 
 
 def test_opacity_sliders_drive_the_layers():
@@ -151,3 +183,34 @@ def test_opacity_sliders_drive_the_layers():
     sliders = ov.opacity_sliders([layer])
     sliders.children[0].value = 0.3
     assert layer.opacity == pytest.approx(0.3)
+
+
+def _with_zero_margin(taizhou, cols=40):
+    """The first Taizhou date with its left ``cols`` pixels zero in every band, as in a Landsat L1 scene."""
+    scene = taizhou["image"].isel(time=0).copy(deep=True)
+    scene[:, :, :cols] = 0
+    return scene
+
+
+def test_scene_overlay_leaves_a_zero_margin_transparent_and_out_of_the_stretch(taizhou):
+    scene = _with_zero_margin(taizhou)
+    rgb = ov.rgb_image(scene)
+    assert np.isnan(rgb.values[:, :40]).all() and np.isfinite(rgb.values[:, 40:]).all()
+    np.testing.assert_allclose(np.nanpercentile(rgb.values[:, 40:], 50), np.nanpercentile(
+        ov.rgb_image(taizhou["image"].isel(time=0)).values[:, 40:], 50), atol=0.05)   # same stretch
+    url, _, _ = ov.render(rgb)
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+    assert (png[..., 3] == 0).mean() > 0.05                    # the margin (and the reprojection's edges)
+
+
+def test_off_scene_patches_and_blank_patches(taizhou, taizhou_emb):
+    scene = _with_zero_margin(taizhou, cols=44)              # 5.5 patches of 8 px
+    emb = taizhou_emb.isel(time=0)
+    off = ov.off_scene_patches(emb, scene)
+    assert off.dims == ("y", "x") and off.shape == emb.shape[:2]
+    assert off.values[:, :5].all() and not off.values[:, 6:].any()
+    assert not off.values[:, 5].any()                         # half of it is data: kept (share=0.5)
+    blank = ov.blank_patches(emb, off)
+    assert np.isnan(blank.values[:, :5]).all() and np.isfinite(blank.values[:, 6:]).all()
+    assert blank.rio.crs == emb.rio.crs and blank.attrs == emb.attrs
+    assert not ov.off_scene_patches(emb, taizhou["image"].isel(time=0)).values.any()
