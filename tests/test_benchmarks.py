@@ -160,3 +160,10 @@ def test_bench_umap_prints_eossl_next_to_plain_umap_learn():
     assert "| points | vectors | method | seconds | kNN preservation |" in text
     assert "| 800 | 800 real | eossl.umap (fit on 300, place 500) |" in text
     assert "| 800 | 800 real | umap-learn on every point |" in text
+
+
+def test_bench_overlay_quick_prints_the_redraw_table():
+    text = _run("benchmarks/bench_overlay.py", "--quick", "--rounds", "1")
+    assert "| patches | similar (ms) | render every time (ms) | update_overlay, full (ms) |" in text
+    row = [line for line in text.splitlines() if line.startswith("| 10,000")][0]
+    assert float(row.split("|")[4]) > 0

@@ -132,3 +132,12 @@ def test_a_zero_margin_is_left_out_of_layers_and_searches(taizhou, taizhou_emb):
     assert (result.table["col"] >= 10).all()               # no hit on the margin
     assert np.isnan(result.heatmap.values[:, :10]).all()   # and no heat painted on it
     assert (explorer.clusters.values[:, :10] < 0).all()    # nor a cluster
+
+
+def test_an_rgb_only_scene_gets_no_false_colour_layer_and_says_so(taizhou, taizhou_emb):
+    scene = taizhou["image"].isel(time=0).isel(band=[2, 1, 0]).drop_vars(
+        [c for c in ("wavelength", "common_name") if c in taizhou["image"].coords])
+    explorer = MapExplorer(scene, taizhou_emb.isel(time=0), k=4, clusters=0)
+    assert not any(name.startswith("false colour") for name in explorer.layers)
+    assert "no false-colour layer" in explorer.status
+    assert explorer.click_patch(5, 5) is not None

@@ -214,3 +214,41 @@ def test_off_scene_patches_and_blank_patches(taizhou, taizhou_emb):
     assert np.isnan(blank.values[:, :5]).all() and np.isfinite(blank.values[:, 6:]).all()
     assert blank.rio.crs == emb.rio.crs and blank.attrs == emb.attrs
     assert not ov.off_scene_patches(emb, taizhou["image"].isel(time=0)).values.any()
+
+
+def _pixels(url):
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+
+
+def test_update_overlay_reuses_one_warp_per_grid_and_draws_what_render_draws():
+    classes = _grid(np.arange(36).reshape(6, 6) % 5)          # categorical: nearest in both paths
+    layer = ov.array_overlay(classes, "classes")
+    first = layer.url
+    ov.update_overlay(layer, classes)
+    warp = layer._warp
+    np.testing.assert_array_equal(_pixels(layer.url), _pixels(first))   # the same picture either way
+    ov.update_overlay(layer, _grid(np.arange(36).reshape(6, 6) % 3))
+    assert layer._warp is warp and layer.url != first                    # same grid: the warp is reused
+    ov.update_overlay(layer, _grid(np.zeros((8, 8), dtype=int)))
+    assert layer._warp is not warp                                       # another grid: a new one
+
+
+def test_update_overlay_of_a_large_grid_is_downsampled_with_a_notice_and_keeps_nan_transparent():
+    values = np.random.default_rng(0).random((400, 400))
+    values[:, :100] = np.nan
+    layer = ov.array_overlay(_grid(np.zeros((400, 400))), "score")
+    with pytest.warns(UserWarning, match="1/2 resolution"):
+        ov.update_overlay(layer, _grid(values), cmap="inferno", max_pixels=50_000)
+    png = _pixels(layer.url)
+    assert png.shape[0] * png.shape[1] < 400 * 400 and "1/2" in layer.notice
+    assert (png[..., 3] == 0).mean() > 0.2                   # the NaN quarter (and the map's edges) is clear
+
+
+def test_palette_png_round_trips_colours_and_transparency():
+    index = np.array([[0, 1], [254, 255]], dtype="uint8")
+    palette = np.zeros((256, 4), dtype="uint8")
+    palette[:255] = [[i, 255 - i, 7, 255] for i in range(255)]
+    png = np.asarray(Image.open(io.BytesIO(ov.png_indexed(index, palette))).convert("RGBA"))
+    np.testing.assert_array_equal(png[0, 0], [0, 255, 7, 255])
+    np.testing.assert_array_equal(png[1, 0], [254, 1, 7, 255])
+    assert png[1, 1, 3] == 0
