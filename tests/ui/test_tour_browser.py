@@ -109,6 +109,22 @@ def _wait(page, predicate_js: str, timeout_s: float, what: str, arg=None):
         raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}") from None
 
 
+def _open_and_run_all(page, url: str) -> None:
+    """Open a notebook, wait for its kernel, and Run > Run All Cells, as a person would."""
+    page.goto(url, timeout=120_000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+    select = page.locator(".jp-Dialog button", has_text=re.compile("^Select$"))
+    try:  # "Select Kernel" where the setting above is not honoured: take the notebook's kernel
+        select.click(timeout=5_000)
+    except sync_api.TimeoutError:
+        pass
+    _wait(page, "() => !!document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')"
+                " || [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => /Idle/.test(e.textContent))",
+          120, "the kernel to start")
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+
+
 ALL_CELLS_DONE = """() => {
   const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
     .filter(p => p.offsetParent !== null);      // the notebook in view, not one in a hidden tab
@@ -168,20 +184,7 @@ def test_tour_in_chromium(lab):
             (lab["base"], "data:", "blob:", "about:")) else None)
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         try:
-            page.goto(f"{lab['base']}/lab/tree/{TOUR.name}?token={lab['token']}", timeout=120_000)
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
-            select = page.locator(".jp-Dialog button", has_text=re.compile("^Select$"))
-            try:  # "Select Kernel" where the setting above is not honoured: take the notebook's kernel
-                select.click(timeout=5_000)
-            except sync_api.TimeoutError:
-                pass
-            _wait(page, "() => !!document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')"
-                        " || [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => /Idle/.test(e.textContent))",
-                  120, "the kernel to start")
-
-            # Run > Run All Cells, as a person would
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+            _open_and_run_all(page, f"{lab['base']}/lab/tree/{TOUR.name}?token={lab['token']}")
 
             # the last cells train for 10 s under a second monitor: press its Stop while the cell runs
             _wait(page, LIVE_STOP_ENABLED, RUN_ALL_TIMEOUT_S, "the live run's Stop button")
@@ -378,18 +381,7 @@ def test_click_to_heat_map_at_a_million_patches(lab):
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         try:
             # a workspace of its own: the tour's tab is not restored beside it (nor its kernel started)
-            page.goto(f"{lab['base']}/lab/workspaces/million/tree/million.ipynb?token={lab['token']}",
-                      timeout=120_000)
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
-            try:
-                page.locator(".jp-Dialog button", has_text=re.compile("^Select$")).click(timeout=5_000)
-            except sync_api.TimeoutError:
-                pass
-            _wait(page, "() => !!document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')"
-                        " || [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => /Idle/.test(e.textContent))",
-                  120, "the kernel to start")
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+            _open_and_run_all(page, f"{lab['base']}/lab/workspaces/million/tree/million.ipynb?token={lab['token']}")
             _wait(page, ALL_CELLS_DONE, RUN_ALL_TIMEOUT_S, "the million-patch explorer")
             _wait(page, "() => /most similar patches/.test((document.querySelector('.eossl-status') || {}).textContent)",
                   60, "the first search")
