@@ -22,7 +22,7 @@ import xarray as xr
 import eossl
 from eossl.errors import DataError
 from eossl_widgets.overlay import (_scene_array, array_overlay, base_map, blank_patches, data_url,
-                                   footprints_geojson, footprints_layer, off_scene_patches, opacity_sliders,
+                                   downsample_step, footprints_geojson, footprints_layer, off_scene_patches, opacity_sliders,
                                    rgb_image, scene_overlay, thumbnail_png, update_overlay)
 
 import ipyleaflet  # noqa: E402  (overlay raised a clear error already when these are missing)
@@ -266,8 +266,8 @@ class MapExplorer(ipw.VBox):
         self._fill_gallery(result.table)
         self.query_patch = (row, col)
         scores = result.table["score"]
-        coarse = self.layers["similarity"].notice
-        coarse = f"; heat map at {coarse.split('shown at ')[1].split(' ')[0]} resolution" if coarse else ""
+        step = downsample_step(self.emb.sizes["y"], self.emb.sizes["x"], self.heatmap_pixels)
+        coarse = f"; heat map at 1/{step} resolution" if step > 1 else ""
         self._say(f"patch (row {row}, col {col}) at {lat:.5f}, {lon:.5f}: the {len(scores)} most similar patches "
                   f"have cosine similarity {scores.max():.3f} to {scores.min():.3f} (outlined in cyan, below)"
                   f"{coarse}", "ok")

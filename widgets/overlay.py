@@ -59,13 +59,19 @@ def _as_layers(da: xr.DataArray, what: str) -> tuple[xr.DataArray, bool]:
     return (da.transpose(extra[0], "y", "x") if extra else da.expand_dims(channel=1)), bool(extra)
 
 
+def downsample_step(height: int, width: int, max_pixels: int) -> int:
+    """1 when a ``height`` x ``width`` raster fits in ``max_pixels``, else the step (every step-th
+    pixel, or step x step blocks) that makes it fit: an overlay is shown at 1/step resolution."""
+    n = height * width
+    return 1 if n <= max_pixels else int(math.ceil(math.sqrt(n / max_pixels)))
+
+
 def _downsample(da: xr.DataArray, max_pixels: int, categorical: bool, what: str):
     """Fewer pixels than ``max_pixels`` (a browser holds a data URL of a few MB, not a whole tile).
     Returns the array and a notice (None when nothing was done)."""
-    n = da.sizes["y"] * da.sizes["x"]
-    if n <= max_pixels:
+    step = downsample_step(da.sizes["y"], da.sizes["x"], max_pixels)
+    if step == 1:
         return da, None
-    step = int(math.ceil(math.sqrt(n / max_pixels)))
     if categorical:  # classes must stay classes: take every step-th pixel, never average them
         small = da.isel(y=slice(step // 2, None, step), x=slice(step // 2, None, step))
     else:
@@ -179,26 +185,36 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def render(da: xr.DataArray, *, cmap=None, vmin=None, vmax=None, max_pixels: int = 2_000_000,
-           categorical: bool | None = None, what: str = "overlay"):
-    """The work behind :func:`array_overlay`: ``(data_url, bounds, notice)`` with bounds
-    ``((south, west), (north, east))`` in degrees and notice a string when the array was downsampled."""
+def _values(da: xr.DataArray, what: str, categorical: bool | None):
+    """A raster to draw -> ``(values, rgb, categorical)``: values (channel, y, x) float32 with NaN
+    for nodata and the CRS; categorical guessed from the dtype unless given."""
     layers, rgb = _as_layers(da, what)
     if categorical is None:
         categorical = not rgb and (np.issubdtype(da.dtype, np.integer) or da.dtype == bool)
     nodata = da.rio.nodata if da.rio.nodata is not None else da.attrs.get("nodata")
-    values = layers.astype("float32")
+    values = layers.astype("float32", copy=False)  # no copies: this runs on every click's redraw
     if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
         values = values.where(layers != nodata)
-    values = values.rio.write_crs(da.rio.crs)
-    values, notice = _downsample(values, max_pixels, categorical, what)
-    values = _upsample(values, max_pixels)
-    merc = _reproject(values, categorical)
+    return (values if values.rio.crs is not None else values.rio.write_crs(da.rio.crs)), rgb, categorical
+
+
+def _png_url(merc: np.ndarray, rgb: bool, categorical: bool, cmap, vmin, vmax) -> str:
+    """(C, H, W) values on the map -> the overlay's data URL (RGBA PNG for RGB, palette PNG else)."""
     if rgb:
-        png = png_bytes(_colour(merc.values, rgb, categorical, cmap, vmin, vmax))
+        png = png_bytes(_colour(merc, rgb, categorical, cmap, vmin, vmax))
     else:
-        png = png_indexed(*_colour_indexed(merc.values[0], categorical, cmap, vmin, vmax))
-    return data_url(png), _lonlat_bounds(merc), notice
+        png = png_indexed(*_colour_indexed(merc[0], categorical, cmap, vmin, vmax))
+    return data_url(png)
+
+
+def render(da: xr.DataArray, *, cmap=None, vmin=None, vmax=None, max_pixels: int = 2_000_000,
+           categorical: bool | None = None, what: str = "overlay"):
+    """The work behind :func:`array_overlay`: ``(data_url, bounds, notice)`` with bounds
+    ``((south, west), (north, east))`` in degrees and notice a string when the array was downsampled."""
+    values, rgb, categorical = _values(da, what, categorical)
+    values, notice = _downsample(values, max_pixels, categorical, what)
+    merc = _reproject(_upsample(values, max_pixels), categorical)
+    return _png_url(merc.values, rgb, categorical, cmap, vmin, vmax), _lonlat_bounds(merc), notice
 
 
 # ----------------------------------------------------------------------------- layers
@@ -263,22 +279,12 @@ class Warp:
 def _render_warped(layer, da: xr.DataArray, *, cmap=None, vmin=None, vmax=None, max_pixels: int = 2_000_000,
                    categorical: bool | None = None):
     """:func:`render` through the layer's cached :class:`Warp` (made on the first redraw of a grid)."""
-    layers, rgb = _as_layers(da, layer.name)
-    if categorical is None:
-        categorical = not rgb and (np.issubdtype(da.dtype, np.integer) or da.dtype == bool)
-    values = layers.values.astype("float32")                                       # (C, h, w)
-    nodata = da.rio.nodata if da.rio.nodata is not None else da.attrs.get("nodata")
-    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
-        values[layers.values == nodata] = np.nan
+    values, rgb, categorical = _values(da, layer.name, categorical)
     warp = getattr(layer, "_warp", None)
     if warp is None or warp.key != Warp.key_of(da, max_pixels):
         warp = layer._warp = Warp(da, max_pixels, layer.name)
-    merc = warp(values)
-    if rgb:
-        png = png_bytes(_colour(merc, rgb, categorical, cmap, vmin, vmax))
-    else:
-        png = png_indexed(*_colour_indexed(merc[0], categorical, cmap, vmin, vmax))
-    return data_url(png), warp.bounds, warp.notice
+    merc = warp(values.values)                                                     # (C, H, W)
+    return _png_url(merc, rgb, categorical, cmap, vmin, vmax), warp.bounds, warp.notice
 
 
 def update_overlay(layer: ipyleaflet.ImageOverlay, da: xr.DataArray, **kwargs) -> ipyleaflet.ImageOverlay:
