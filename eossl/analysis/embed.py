@@ -54,20 +54,41 @@ def pool_grid(fm: torch.Tensor, readout: str = "mean") -> torch.Tensor:
     raise ValueError(f"unknown readout {readout!r}; use 'mean' or 'mean_std'")
 
 
+def zero_nan(arr: np.ndarray) -> np.ndarray:
+    """``arr`` with NaN -> 0 (the band mean after normalising), in place (so only for arrays of
+    our own): cheaper than ``np.nan_to_num``, which also looks for +-inf (normalised data hold
+    none) and copies."""
+    nan = np.isnan(arr)
+    if nan.any():
+        np.copyto(arr, 0.0, where=nan)
+    return arr
+
+
+def on_device(encoder, device):
+    """``encoder`` in eval mode on ``device``, moved only when it is elsewhere (``.to`` and
+    ``.eval`` walk every module: milliseconds per call that a loop of small embeds would pay)."""
+    param = next(encoder.parameters(), None)
+    if param is not None and param.device != device:
+        encoder = encoder.to(device)
+    return encoder.eval() if encoder.training else encoder
+
+
 @torch.no_grad()
-def _encode(encoder, arr: np.ndarray, device, batch_size: int, pooled: bool, desc: str,
-            readout: str = "mean", layers: str = "last") -> np.ndarray:
-    """arr (N, C, H, W) normalised, NaN allowed -> (N, D) pooled (by ``readout``) or (N, h, w, D) maps."""
-    encoder = encoder.to(device).eval()
-    out = []
-    steps = list(_batches(len(arr), batch_size))
-    for sl in progress(steps, desc=desc, unit="batch", leave=False):
-        x = torch.from_numpy(np.nan_to_num(arr[sl], nan=0.0)).to(device)
+def feature_batches(encoder, count: int, batch_of, device, batch_size: int, *, readout: str | None = None,
+                    desc: str | None = None, layers: str = "last"):
+    """The encoder over ``count`` inputs, one batch at a time: yields ``(slice, features)`` as
+    float32 numpy on the CPU, for the caller to place (no list of batches to concatenate):
+    feature maps (b, h, w, D), a view; with ``readout``, each input's grid pooled on the device
+    by :func:`pool_grid`, (b, D). ``batch_of(slice)`` gives the batch's normalised inputs
+    (b, C, H, W), float32 without NaN. ``desc`` shows a per-batch progress bar."""
+    encoder = on_device(encoder, device)
+    steps = list(_batches(count, batch_size))
+    for sl in (progress(steps, desc=desc, unit="batch", leave=False) if desc else steps):
+        x = torch.from_numpy(batch_of(sl)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            fm = encoder.feature_map(x) if layers == "last" else encoder.feature_map(x, layers)  # (B, D, h, w)
+            fm = encoder.feature_map(x) if layers == "last" else encoder.feature_map(x, layers)  # (b, D, h, w)
         fm = fm.float()
-        out.append((pool_grid(fm, readout) if pooled else fm.permute(0, 2, 3, 1)).cpu().numpy())
-    return np.concatenate(out)
+        yield sl, (pool_grid(fm, readout) if readout else fm.permute(0, 2, 3, 1)).cpu().numpy()
 
 
 def embed(model, data, *, batch_size: int = 64, window: int | None = None, device: str = "auto",
@@ -109,9 +130,11 @@ def embed(model, data, *, batch_size: int = 64, window: int | None = None, devic
         return normalized(values, card, band_axis, nodata)
 
     if da.ndim == 4 and "sample" in da.dims:
-        raw = da.transpose("sample", "band", "y", "x").values
-        vectors = _encode(encoder, prepared(raw, 1), dev, batch_size, pooled=True, desc="embed chips",
-                          readout=card.get("readout", "mean"), layers=layers)
+        arr = prepared(da.transpose("sample", "band", "y", "x").values, 1)  # (N, C, H, W), NaN = nodata
+        zero_nan(arr)  # nodata as the band mean
+        batches = feature_batches(encoder, len(arr), lambda sl: arr[sl], dev, batch_size,
+                                  readout=card.get("readout", "mean"), desc="embed chips", layers=layers)
+        vectors = np.concatenate([pooled for _, pooled in batches])  # (N, D)
         coords = {k: v for k, v in da.coords.items() if v.dims == ("sample",)}
         return xr.DataArray(vectors, dims=("sample", "dim"), coords=coords, name="embedding",
                             attrs=_attrs(card, layers))
@@ -143,20 +166,29 @@ def _embed_scene(encoder, card, da, prepared, dev, batch_size, window, layers="l
         raise DataError(f"{da.attrs.get('source', 'the scene')}: is {H}x{W} px, smaller than one "
                         f"{p}x{p} patch of this encoder")
     arr = prepared(da.transpose("band", "y", "x").values[:, :rows * p, :cols * p], 0)  # (C, H', W')
-    if not np.isfinite(arr).any():
+    finite = np.isfinite(arr)  # (C, H', W')
+    if not finite.any():
         raise DataError(f"{da.attrs.get('source', 'the scene')}: every pixel is NaN or nodata")
     win = window or card["encoder"].get("img_size", 64)
     win = max(p, (win // p) * p)
     win_y, win_x = min(win, rows * p), min(win, cols * p)
     starts = [(r, c) for r in window_starts(rows * p, win_y) for c in window_starts(cols * p, win_x)]
-    tiles = np.stack([arr[:, r:r + win_y, c:c + win_x] for r, c in starts])  # (N, C, wy, wx)
-    maps = _encode(encoder, tiles, dev, batch_size, pooled=False, desc="embed scene", layers=layers)  # (N, hy, hx, D)
-    D = maps.shape[-1]
-    grid = np.zeros((rows, cols, D), dtype="float32")
-    for (r, c), m in zip(starts, maps):
-        grid[r // p:r // p + m.shape[0], c // p:c // p + m.shape[1]] = m
-    # A patch with any invalid pixel gets no embedding (NaN) rather than a made-up one.
-    valid = np.isfinite(arr).all(axis=0).reshape(rows, p, cols, p).all(axis=(1, 3))  # (rows, cols)
+    # A patch with any invalid pixel gets no embedding (NaN) rather than a made-up one; the
+    # encoder sees 0 (the band mean) there, written in place: arr is our own normalised copy.
+    valid = finite.all(axis=0).reshape(rows, p, cols, p).all(axis=(1, 3))  # (rows, cols)
+    if not valid.all():
+        zero_nan(arr)
+
+    def windows(sl):  # (b, C, wy, wx), cut per batch: no second copy of the scene
+        return np.stack([arr[:, r:r + win_y, c:c + win_x] for r, c in starts[sl]])
+
+    grid = None  # (rows, cols, D), made when the first batch tells D
+    for sl, maps in feature_batches(encoder, len(starts), windows, dev, batch_size, desc="embed scene",
+                                    layers=layers):  # maps (b, hy, hx, D)
+        if grid is None:
+            grid = np.zeros((rows, cols, maps.shape[-1]), dtype="float32")
+        for (r, c), m in zip(starts[sl], maps):  # later windows overwrite the overlap of earlier ones
+            grid[r // p:r // p + m.shape[0], c // p:c // p + m.shape[1]] = m
     grid[~valid] = np.nan
     return _grid_to_xarray(da, grid, p, card, layers)
 
@@ -171,8 +203,9 @@ def _grid_to_xarray(da, grid, p, card, layers="last") -> xr.DataArray:
         xs = transform.c + transform.a * (np.arange(cols) + 0.5)
         ys = transform.f + transform.e * (np.arange(rows) + 0.5)
         out = out.assign_coords(x=xs, y=ys)
-        out = out.rio.write_transform(transform)
+        # inplace: rioxarray's default returns a deep copy, i.e. copies the whole grid each time
+        out.rio.write_transform(transform, inplace=True)
         if crs is not None:
-            out = out.rio.write_crs(crs)
+            out.rio.write_crs(crs, inplace=True)
     out.attrs["patch_size"] = p
     return out

@@ -34,14 +34,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 import xarray as xr
 
 from eossl import validate as check
-from eossl.analysis.embed import _grid_to_xarray
+from eossl.analysis.embed import _grid_to_xarray, feature_batches, zero_nan
 from eossl.card import card_of, conform, match_bands
 from eossl.checkpoint import save_checkpoint
-from eossl.data.normalize import nodata_to_nan, normalize_array
+from eossl.data.normalize import nodata_to_nan, normalize_raw
 from eossl.data.patches import window_starts
 from eossl.device import resolve_device
 from eossl.errors import DataError
@@ -136,19 +135,6 @@ def _plan(encoder, card, da, chunk, overlap, window, norm: dict | None = None) -
 
 # --------------------------------------------------------------------------- one chunk
 
-@torch.no_grad()
-def _feature_maps(encoder, tiles: np.ndarray, device, batch_size: int) -> np.ndarray:
-    """(N, C, wy, wx) normalised -> (N, hy, hx, D). The same steps as eossl.embed's encoder
-    loop, without its per-batch bar: here the bar counts chunks, and chunks may run on workers."""
-    out = []
-    for start in range(0, len(tiles), batch_size):
-        x = torch.from_numpy(np.nan_to_num(tiles[start:start + batch_size], nan=0.0)).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            fm = encoder.feature_map(x)  # (B, D, hy, hx)
-        out.append(fm.float().permute(0, 2, 3, 1).cpu().numpy())  # (B, hy, hx, D)
-    return np.concatenate(out)
-
-
 def _embed_chunk(encoder, plan: _Plan, pixels: np.ndarray, i: int, j: int, device, batch_size: int,
                  dim: int) -> np.ndarray:
     """Chunk (i, j) -> its (r1 - r0, c1 - c0, D) block. ``pixels`` (C, h, w) are the raw values
@@ -156,7 +142,7 @@ def _embed_chunk(encoder, plan: _Plan, pixels: np.ndarray, i: int, j: int, devic
     p = plan.p
     r0, r1, c0, c1 = plan.chunk_patches(i, j)
     ys, xs = plan.pixels(i, j)
-    arr = normalize_array(nodata_to_nan(pixels.astype("float32"), plan.nodata), plan.mean, plan.std, 0)
+    arr = normalize_raw(pixels, plan.mean, plan.std, 0, plan.nodata)  # (C, h, w), NaN = nodata
     block = np.full((r1 - r0, c1 - c0, dim), np.nan, dtype="float32")  # (h, w, D)
     ky, kx = plan.owners(i, j)
     wy, wx = plan.win
@@ -170,15 +156,18 @@ def _embed_chunk(encoder, plan: _Plan, pixels: np.ndarray, i: int, j: int, devic
                 places.append((a, b))
     if not tiles:
         return block
-    maps = _feature_maps(encoder, np.stack(tiles), device, batch_size)  # (N, wy/p, wx/p, D)
-    for (a, b), fm in zip(places, maps):
-        # the patches window (a, b) owns, clipped to this chunk, in patch units
-        y0 = max(int(plan.own_y[a]) // p, r0)
-        y1 = min(int(plan.own_y[a + 1]) // p if a + 1 < len(plan.own_y) else plan.rows, r1)
-        x0 = max(int(plan.own_x[b]) // p, c0)
-        x1 = min(int(plan.own_x[b + 1]) // p if b + 1 < len(plan.own_x) else plan.cols, c1)
-        sy, sx = int(plan.starts_y[a]) // p, int(plan.starts_x[b]) // p
-        block[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = fm[y0 - sy:y1 - sy, x0 - sx:x1 - sx]
+    # No per-batch bar: here the bar counts chunks, and chunks may run on workers.
+    batches = feature_batches(encoder, len(tiles), lambda sl: zero_nan(np.stack(tiles[sl])),
+                              device, batch_size)
+    for sl, maps in batches:  # maps (b, wy/p, wx/p, D)
+        for (a, b), fm in zip(places[sl], maps):
+            # the patches window (a, b) owns, clipped to this chunk, in patch units
+            y0 = max(int(plan.own_y[a]) // p, r0)
+            y1 = min(int(plan.own_y[a + 1]) // p if a + 1 < len(plan.own_y) else plan.rows, r1)
+            x0 = max(int(plan.own_x[b]) // p, c0)
+            x1 = min(int(plan.own_x[b + 1]) // p if b + 1 < len(plan.own_x) else plan.cols, c1)
+            sy, sx = int(plan.starts_y[a]) // p, int(plan.starts_x[b]) // p
+            block[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = fm[y0 - sy:y1 - sy, x0 - sx:x1 - sx]
     # A patch with any invalid pixel gets no embedding (NaN), as in eossl.embed.
     own = arr[:, r0 * p - ys.start:r1 * p - ys.start, c0 * p - xs.start:c1 * p - xs.start]
     valid = np.isfinite(own).all(axis=0).reshape(r1 - r0, p, c1 - c0, p).all(axis=(1, 3))  # (h, w)
@@ -405,6 +394,7 @@ def embed_to_zarr(model, scene, store, *, chunk: int = 2048, overlap: int = 0, b
     norm_card = card
     if check_values:  # as eossl.embed: maybe a card whose statistics also convert the units
         sample = nodata_to_nan(probe.astype("float64"), da.attrs.get("nodata")).reshape(len(probe), -1)
+        sample = sample[:, ::max(1, sample.shape[1] // 20_000)]  # as many pixels as eossl.embed checks
         _, norm_card = conform(da, card, on_mismatch=on_mismatch, sample=sample)
     plan = _plan(encoder, card, da, int(chunk), int(overlap), window, norm_card["normalization"])
     dim = int(encoder.dim)

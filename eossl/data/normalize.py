@@ -88,12 +88,31 @@ def stats_of(data) -> xr.Dataset:
 
 
 def normalize_array(x: np.ndarray, mean, std, band_axis: int) -> np.ndarray:
-    """(x - mean) / std along ``band_axis``, NaN kept, as float32."""
+    """(x - mean) / std along ``band_axis``, NaN kept, as a new float32 array (``x`` is not
+    changed, so callers may write into the result)."""
     shape = [1] * x.ndim
     shape[band_axis] = -1
     mean = np.asarray(mean, dtype="float32").reshape(shape)
     std = np.asarray(std, dtype="float32").reshape(shape)
-    return (x.astype("float32") - mean) / std
+    out = np.subtract(x, mean, dtype="float32")  # the one new array, cast on the fly from any dtype
+    out /= std
+    return out
+
+
+def normalize_raw(values: np.ndarray, mean, std, band_axis: int, nodata=None) -> np.ndarray:
+    """Raw pixel ``values`` of any dtype standardised along ``band_axis`` as a new float32 array,
+    NaN where they were ``nodata``, NaN or +-inf. Integer data (DN) go through in one pass: they
+    hold no NaN or inf, so only the nodata value needs looking for, and no float copy is made
+    before normalising."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.integer):
+        return normalize_array(nodata_to_nan(values.astype("float32", copy=False), nodata), mean, std, band_axis)
+    out = normalize_array(values, mean, std, band_axis)
+    if nodata is not None and not np.isnan(nodata):
+        invalid = values == nodata
+        if invalid.any():
+            out[invalid] = np.nan
+    return out
 
 
 def normalize(da: xr.DataArray, stats: xr.Dataset | None = None) -> xr.DataArray:

@@ -373,3 +373,39 @@ def test_readout_on_the_card_decides_the_chip_embedding(tiny_run, chips):
     np.testing.assert_allclose(pool_grid(fm, "mean_std").numpy(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="readout"):
         pool_grid(fm, "cls")
+
+
+# ----------------------------------------------------------------------------- the encoder loop
+
+def test_zero_nan_fills_in_place_and_leaves_clean_arrays_alone():
+    from eossl.analysis.embed import zero_nan
+    a = np.array([[1.0, np.nan], [np.nan, -2.0]], dtype="float32")
+    assert zero_nan(a) is a
+    np.testing.assert_array_equal(a, [[1.0, 0.0], [0.0, -2.0]])
+    clean = np.ones((2, 2), dtype="float32")
+    np.testing.assert_array_equal(zero_nan(clean), 1.0)
+
+
+def test_on_device_moves_and_evals_only_when_needed(model):
+    from eossl.analysis.embed import on_device
+    encoder = model.encoder.train()
+    assert on_device(encoder, torch.device("cpu")) is encoder and not encoder.training
+    param = next(encoder.parameters())
+    assert on_device(encoder, torch.device("cpu")) is encoder and next(encoder.parameters()) is param
+
+
+def test_feature_batches_give_the_encoders_maps_and_pooled_vectors_batch_by_batch(model):
+    from eossl.analysis.embed import feature_batches, pool_grid
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, model.encoder.in_chans, 2 * P, 2 * P)).astype("float32")
+    cpu = torch.device("cpu")
+    got = list(feature_batches(model.encoder, len(x), lambda sl: x[sl], cpu, batch_size=2))
+    assert [sl for sl, _ in got] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    maps = np.concatenate([m for _, m in got])  # (5, 2, 2, D)
+    assert maps.shape == (5, 2, 2, D)
+    np.testing.assert_allclose(maps[3], _feature_map(model, x[3]), rtol=1e-4, atol=1e-5)
+    pooled = np.concatenate([v for _, v in feature_batches(model.encoder, len(x), lambda sl: x[sl], cpu,
+                                                               batch_size=4, readout="mean_std")])
+    with torch.no_grad():
+        want = pool_grid(torch.from_numpy(maps).permute(0, 3, 1, 2), "mean_std").numpy()
+    np.testing.assert_allclose(pooled, want, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""band_stats / with_stats / stats_of / normalize_array, checked against numpy directly."""
+"""band_stats / with_stats / stats_of / normalize_array / normalize_raw, checked against numpy directly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from eossl.data.normalize import band_stats, fill_mask, normalize_array, stats_of, with_stats
+from eossl.data.normalize import band_stats, fill_mask, normalize_array, normalize_raw, stats_of, with_stats
 from eossl.errors import DataError
 
 
@@ -182,6 +182,33 @@ def test_normalize_array_keeps_nan():
     out = normalize_array(x, [3.0], [2.0], band_axis=0)
     assert np.isnan(out[0, 0, 1])
     np.testing.assert_allclose(out[0][~np.isnan(x[0])], [-1.0, 0.0, 1.0])
+
+
+def test_normalize_array_returns_a_new_float32_array_and_leaves_the_input():
+    x = np.array([[[1, 2], [3, 4]]], dtype="uint16")
+    out = normalize_array(x, [2.0], [2.0], band_axis=0)
+    assert out.dtype == np.float32 and not np.shares_memory(out, x)
+    np.testing.assert_allclose(out[0], [[-0.5, 0.0], [0.5, 1.0]])
+    f = x.astype("float32")
+    out = normalize_array(f, [2.0], [2.0], band_axis=0)
+    out[:] = 7
+    assert f[0, 0, 0] == 1  # the input is not written through
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32", "float64"])
+def test_normalize_raw_marks_nodata_nan_and_inf_as_nan_in_every_dtype(dtype):
+    x = np.array([[[0, 100], [200, 300]], [[400, 0], [600, 700]]], dtype=dtype)  # (band, y, x)
+    mean, std = [100.0, 500.0], [100.0, 200.0]
+    if np.issubdtype(x.dtype, np.floating):
+        x[0, 1, 1], x[1, 1, 0] = np.nan, np.inf
+    out = normalize_raw(x, mean, std, band_axis=0, nodata=0)
+    assert out.dtype == np.float32
+    expected = (x.astype("float64") - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    expected[x == 0] = np.nan
+    expected[~np.isfinite(x)] = np.nan
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    # without nodata only the non-finite values are invalid
+    assert np.isnan(normalize_raw(x, mean, std, 0)).sum() == (0 if np.issubdtype(x.dtype, np.integer) else 2)
 
 
 def test_normalised_chips_have_zero_mean_unit_std(chips):
