@@ -28,9 +28,18 @@ def test_bench_pretrain_prints_its_table():
 def test_bench_pretrain_times_eossl_mae_against_the_plain_reference():
     text = _run("benchmarks/bench_pretrain.py", "--vs-reference", "--rounds", "2", "--ref-batch", "4")
     assert "| model | ms / step | images/s | speed vs reference | rounds faster |" in text
-    ours = [line for line in text.splitlines() if line.startswith("| eossl MAE")][0]
-    ref = [line for line in text.splitlines() if line.startswith("| plain timm MAE")][0]
-    assert float(ours.split("|")[2]) > 0 and ref.split("|")[4].strip() == "1.00x"
+    for ours_name, ref_name in (("| eossl MAE", "| plain timm MAE"), ("| eossl spectral MAE", "| plain SatMAE")):
+        ours = [line for line in text.splitlines() if line.startswith(ours_name)][0]
+        ref = [line for line in text.splitlines() if line.startswith(ref_name)][0]
+        assert float(ours.split("|")[2]) > 0 and ref.split("|")[4].strip() == "1.00x"
+
+
+def _copy_transformer(ref, vit):
+    """eossl's timm ViT class token, blocks and final norm into a reference model."""
+    ref.cls_token.data.copy_(vit.cls_token.data)
+    for mine, theirs in zip(ref.blocks, vit.blocks):
+        mine.load_state_dict(theirs.state_dict())
+    ref.norm.load_state_dict(vit.norm.state_dict())
 
 
 def test_plain_reference_mae_loss_matches_eossl_mae_on_the_same_weights_and_mask():
@@ -48,11 +57,8 @@ def test_plain_reference_mae_loss_matches_eossl_mae_on_the_same_weights_and_mask
                     dec_heads=2).eval()
     vit = ours.encoder.model
     ref.patch_embed.load_state_dict(vit.patch_embed.state_dict())
-    ref.cls_token.data.copy_(vit.cls_token.data)
+    _copy_transformer(ref, vit)
     ref.pos_embed.copy_(vit.pos_embed.data)
-    for mine, theirs in zip(ref.blocks, vit.blocks):
-        mine.load_state_dict(theirs.state_dict())
-    ref.norm.load_state_dict(vit.norm.state_dict())
     for name in ("decoder_embed", "decoder_norm", "decoder_pred"):
         getattr(ref, name).load_state_dict(getattr(ours, name).state_dict())
     ref.mask_token.data.copy_(ours.mask_token.data)
@@ -66,10 +72,46 @@ def test_plain_reference_mae_loss_matches_eossl_mae_on_the_same_weights_and_mask
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_plain_reference_spectral_mae_loss_matches_eossl_spectral_mae():
+    """The spectral yardstick computes the same thing as models/spectral.py: with eossl's weights
+    copied in and the same random mask, the two losses are equal."""
+    import sys
+    import torch
+    sys.path.insert(0, "benchmarks")
+    from bench_pretrain import plain_spectral_mae
+    from eossl.models.registry import build_method
+    torch.manual_seed(0)
+    groups = [[0, 2], [1, 3, 4]]
+    spec = dict(name="vit_tiny", in_chans=5, img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2)
+    ours = build_method("spectral_mae", spec, dict(band_groups=groups, decoder_dim=16, decoder_depth=1,
+                                                   decoder_heads=2)).eval()
+    ref = plain_spectral_mae(groups, img_size=16, patch=4, dim=32, depth=2, heads=2, dec_dim=16, dec_depth=1,
+                             dec_heads=2).eval()
+    enc, vit = ours.encoder, ours.encoder.model
+    for mine, theirs in zip(ref.patch_embed, enc.group_patch_embeds):
+        mine.proj.load_state_dict(theirs.state_dict())
+    ref.channel_embed.data.copy_(enc.group_pos_embed.data[None])
+    _copy_transformer(ref, vit)
+    for name in ("decoder_embed", "decoder_norm", "decoder_blocks"):
+        getattr(ref, name).load_state_dict(getattr(ours, name).state_dict())
+    ref.mask_token.data.copy_(ours.mask_token.data)
+    ref.decoder_channel_embed.data.copy_(ours.decoder_group_pos_embed.data[None])
+    ref.decoder_pred.load_state_dict(ours.decoder_preds.state_dict())
+    imgs = torch.randn(3, 5, 16, 16)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        a = ours.training_step(imgs)[0]
+        torch.manual_seed(5)
+        b = ref(imgs)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_bench_embed_prints_its_table():
-    text = _run("benchmarks/bench_embed.py", "--repeat", "1")
-    assert "| input | embed (img/s) | bare forward (img/s) | overhead % |" in text
-    assert "480 chips" in text and "scene 13 x 505 x 500" in text
+    text = _run("benchmarks/bench_embed.py", "--rounds", "1", "--sizes", "2")
+    assert ("| input | eossl (img/s) | bare forward (img/s) | overhead % | outside the encoder % "
+            "| numpy peak (MiB) |") in text
+    assert "embed: 480 chips" in text and "embed: scene 13 x 202 x 200" in text
+    assert "embed_to_zarr, 512 px chunks: scene 13 x 202 x 200" in text
 
 
 def test_bench_methods_prints_probes_next_to_both_floors():

@@ -103,6 +103,16 @@ def _checked_groups(band_groups, in_chans: int) -> list[list[int]]:
     return groups
 
 
+def cached_positions(module: nn.Module, grid, like: torch.Tensor) -> torch.Tensor:
+    """(h*w, width) fixed sin-cos positions for ``like``'s width, device and dtype, built once per
+    grid and kept on ``module`` (numpy builds them; every step would otherwise pay for it)."""
+    cache = module.__dict__.setdefault("_positions", {})
+    key = (tuple(grid), like.shape[-1], like.device, like.dtype)
+    if key not in cache:
+        cache[key] = sincos_pos_embed(like.shape[-1], *grid).to(like)
+    return cache[key]
+
+
 class GroupedEncoder(Encoder):
     """A ViT :class:`Encoder` whose tokens are (band group x patch).
 
@@ -135,8 +145,7 @@ class GroupedEncoder(Encoder):
         tokens = torch.stack([embed(x[:, group]).flatten(2).transpose(1, 2)  # (B, L, D) each
                               for embed, group in zip(self.group_patch_embeds, self.band_groups)],
                              dim=1)  # (B, G, L, D)
-        positions = sincos_pos_embed(self.dim, h, w).to(tokens)  # (L, D)
-        return tokens + positions[None, None] + self.group_pos_embed[None, :, None]
+        return tokens + cached_positions(self, (h, w), tokens)[None, None] + self.group_pos_embed[None, :, None]
 
     def transform(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N', D) tokens (any subset, positions already added) -> (B, P + N', D) through the
@@ -277,7 +286,7 @@ class SpectralMAE(nn.Module):
         tokens = torch.cat([x[:, P:], self.mask_token.expand(B, n_hidden, E)], dim=1)  # (B, N, E) shuffled
         tokens = take_tokens(tokens, ids_restore)                                       # (B, N, E) in order
         tokens = (tokens.reshape(B, G, h * w, E)                                       # (B, G, L, E)
-                  + sincos_pos_embed(E, h, w).to(tokens)[None, None]
+                  + cached_positions(self, grid, tokens)[None, None]
                   + self.decoder_group_pos_embed[None, :, None])
         x = torch.cat([x[:, :P], tokens.flatten(1, 2)], dim=1)  # (B, P + N, E)
         for block in self.decoder_blocks:
