@@ -34,6 +34,16 @@ def sincos_pos_embed(dim: int, h: int, w: int) -> torch.Tensor:
     return torch.from_numpy(emb).float()
 
 
+def cached_positions(module: nn.Module, grid, like: torch.Tensor) -> torch.Tensor:
+    """(h*w, width) :func:`sincos_pos_embed` codes for ``like``'s width, device and dtype, built
+    once per grid and kept on ``module`` (numpy builds them; every step would otherwise pay)."""
+    cache = module.__dict__.setdefault("_positions", {})
+    key = (tuple(grid), like.shape[-1], like.device, like.dtype)
+    if key not in cache:
+        cache[key] = sincos_pos_embed(like.shape[-1], *grid).to(like)
+    return cache[key]
+
+
 def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, L, p*p*C): patches row-major, each flattened (row, col, band)."""
     B, C, H, W = imgs.shape
@@ -104,7 +114,6 @@ class MAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, p * p * C)
         nn.init.normal_(self.mask_token, std=0.02)
-        self._decoder_pos = {}  # grid -> (h*w, E) sine-cosine codes, built once per grid size
 
     # ------------------------------------------------------------------ shapes
 
@@ -149,13 +158,6 @@ class MAE(nn.Module):
         x = vit.norm(x)
         return x, mask, ids_restore, (h, w)
 
-    def decoder_pos(self, grid, like: torch.Tensor) -> torch.Tensor:
-        """(h*w, E) fixed positions of the decoder, cached per grid (numpy builds them)."""
-        key = (tuple(grid), like.device, like.dtype)
-        if key not in self._decoder_pos:
-            self._decoder_pos[key] = sincos_pos_embed(like.shape[-1], *grid).to(like)
-        return self._decoder_pos[key]
-
     def decode_tokens(self, latent: torch.Tensor, ids_restore: torch.Tensor, grid) -> torch.Tensor:
         """Encoder output (B, P + L_keep, D) -> decoder features of every patch (B, L, E)."""
         P = self.encoder.num_prefix_tokens
@@ -164,7 +166,7 @@ class MAE(nn.Module):
         L = ids_restore.shape[1]
         n_masked = L - (x.shape[1] - P)
         tokens = torch.cat([x[:, P:], self.mask_token.expand(B, n_masked, E)], dim=1)  # (B, L, E) shuffled
-        tokens = take_tokens(tokens, ids_restore) + self.decoder_pos(grid, tokens)     # unshuffled
+        tokens = take_tokens(tokens, ids_restore) + cached_positions(self, grid, tokens)  # unshuffled
         x = torch.cat([x[:, :P], tokens], dim=1)  # (B, P + L, E)
         for block in self.decoder_blocks:
             x = block(x)

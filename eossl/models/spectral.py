@@ -31,7 +31,7 @@ from torch import nn
 from eossl.errors import DataError
 from eossl.models.backbones import Encoder, check_layers
 from eossl.models.losses import embedding_std
-from eossl.models.mae import MAE, norm_pix_target, sincos_pos_embed, take_tokens
+from eossl.models.mae import MAE, cached_positions, norm_pix_target, take_tokens
 
 # Groups by band name: the same native resolution and spectral region go together (SatMAE's
 # Sentinel-2 grouping, plus the atmospheric bands it drops as a group of their own).
@@ -101,16 +101,6 @@ def _checked_groups(band_groups, in_chans: int) -> list[list[int]]:
             raise ValueError(f"band group {group} must hold distinct band indices 0..{in_chans - 1} "
                              f"(the encoder has {in_chans} bands)")
     return groups
-
-
-def cached_positions(module: nn.Module, grid, like: torch.Tensor) -> torch.Tensor:
-    """(h*w, width) fixed sin-cos positions for ``like``'s width, device and dtype, built once per
-    grid and kept on ``module`` (numpy builds them; every step would otherwise pay for it)."""
-    cache = module.__dict__.setdefault("_positions", {})
-    key = (tuple(grid), like.shape[-1], like.device, like.dtype)
-    if key not in cache:
-        cache[key] = sincos_pos_embed(like.shape[-1], *grid).to(like)
-    return cache[key]
 
 
 class GroupedEncoder(Encoder):

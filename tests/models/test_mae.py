@@ -8,7 +8,7 @@ import torch
 
 from _tiny import TINY_ENCODER
 from eossl.models.backbones import Encoder
-from eossl.models.mae import MAE, norm_pix_target, sincos_pos_embed, take_tokens
+from eossl.models.mae import MAE, cached_positions, norm_pix_target, sincos_pos_embed, take_tokens
 
 C, S, P = 5, 32, 8  # bands, image size, patch size
 L = (S // P) ** 2
@@ -156,12 +156,14 @@ def test_training_step_loss_is_forward_loss_on_the_same_mask(norm_pix_loss):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_decoder_positions_are_cached_per_grid(mae):
+def test_positions_are_cached_per_grid_width_and_dtype(mae):
     like = torch.zeros(1, 1, mae.decoder_embed.out_features)
-    first = mae.decoder_pos((4, 4), like)
-    assert first is mae.decoder_pos((4, 4), like)
+    first = cached_positions(mae, (4, 4), like)
+    assert first is cached_positions(mae, (4, 4), like)
     torch.testing.assert_close(first, sincos_pos_embed(like.shape[-1], 4, 4))
-    assert mae.decoder_pos((2, 8), like).shape == (16, like.shape[-1])
+    assert cached_positions(mae, (2, 8), like).shape == (16, like.shape[-1])
+    assert cached_positions(mae, (4, 4), like.double()).dtype == torch.float64
+    assert cached_positions(mae, (4, 4), torch.zeros(1, 16)).shape == (16, 16)
 
 
 def test_reconstruct_shapes_and_pasting(mae):

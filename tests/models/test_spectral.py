@@ -158,19 +158,6 @@ def test_forward_loss_matches_a_reference(norm_pix_loss):
     assert loss.item() == pytest.approx(np.mean(errors), rel=1e-5)
 
 
-def test_positions_are_cached_per_grid_width_and_dtype():
-    from eossl.models.mae import sincos_pos_embed
-    from eossl.models.spectral import cached_positions
-    model = _model()
-    like = torch.zeros(1, 32)
-    first = cached_positions(model, (4, 4), like)
-    assert first is cached_positions(model, (4, 4), like)
-    torch.testing.assert_close(first, sincos_pos_embed(32, 4, 4))
-    assert cached_positions(model, (2, 8), like).shape == (16, 32)
-    assert cached_positions(model, (4, 4), like.double()).dtype == torch.float64
-    assert cached_positions(model, (4, 4), torch.zeros(1, 16)).shape == (16, 16)
-
-
 def test_forward_and_training_step():
     model = _model()
     imgs = torch.randn(2, C, S, S)
