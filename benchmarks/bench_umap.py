@@ -117,13 +117,16 @@ def main():
     real = real_vectors(0.1 if args.quick else args.train_minutes, args.quick)
     fit_kw = {} if args.max_fit is None else {"max_fit": args.max_fit}
     print(f"  {len(real)} real {real.shape[1]}-d vectors in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
     # numba compiles once per process: warm up both paths, past 4096 points (where umap-learn
-    # switches from exact neighbours to pynndescent) and through the placing (transform) path
-    warm = real[rng.choice(len(real), min(len(real), 5000), replace=False)]
-    eossl.umap(xr.DataArray(warm, dims=("sample", "dim")), max_fit=min(len(warm) - 1, 4500))
+    # switches from exact neighbours to pynndescent) and through the placing (transform) path;
+    # no larger than the largest set, so a smoke test compiles only the paths it times
+    warm = real[rng.choice(len(real), min(len(real), 5000, max(sizes)), replace=False)]
+    warm_fit = min(len(warm) - 1, 4500 if args.max_fit is None else args.max_fit)
+    eossl.umap(xr.DataArray(warm, dims=("sample", "dim")), max_fit=warm_fit)
     plain_umap(warm)
     rows = []
-    for n in [int(s) for s in args.sizes.split(",")]:
+    for n in sizes:
         X, what = make_set(real, n, rng)
         t = time.perf_counter()
         out = eossl.umap(xr.DataArray(X, dims=("sample", "dim")), **fit_kw)
