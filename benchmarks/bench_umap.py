@@ -122,7 +122,7 @@ def main():
     # switches from exact neighbours to pynndescent) and through the placing (transform) path;
     # no larger than the largest set, so a smoke test compiles only the paths it times
     warm = real[rng.choice(len(real), min(len(real), 5000, max(sizes)), replace=False)]
-    warm_fit = min(len(warm) - 1, 4500 if args.max_fit is None else args.max_fit)
+    warm_fit = min(len(warm) - 1, 4500, args.max_fit or 4500)  # below the warm set: the placing path runs too
     eossl.umap(xr.DataArray(warm, dims=("sample", "dim")), max_fit=warm_fit)
     plain_umap(warm)
     rows = []
