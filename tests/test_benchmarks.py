@@ -204,6 +204,13 @@ def test_bench_umap_prints_eossl_next_to_plain_umap_learn():
     assert "| 800 | 800 real | umap-learn on every point |" in text
 
 
+def test_bench_umap_cold_times_a_fresh_processs_first_umap():
+    text = _run("benchmarks/bench_umap.py", "--cold")
+    assert "| fresh process | first UMAP, 400 points (s) |" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| umap-learn alone", "| eossl.umap"))]
+    assert len(rows) == 3 and all(float(r.split("|")[2]) > 0 for r in rows)
+
+
 def test_bench_overlay_quick_prints_the_redraw_table():
     text = _run("benchmarks/bench_overlay.py", "--quick", "--rounds", "1")
     assert "| patches | similar (ms) | render every time (ms) | update_overlay, full (ms) |" in text

@@ -76,6 +76,52 @@ def spread_subsample(values: np.ndarray, n: int, seed: int = 0, groups: int = 25
     return np.sort(np.concatenate(picks))
 
 
+# umap-learn's own numba functions are compiled without ``cache=True`` (pynndescent's are cached), so
+# every fresh Python process (each notebook kernel, each restart) spent ~25 s compiling them before
+# its first picture: a 300-point fit took 19 s and the first transform 7 s, against 0.6 s and 0.1 s
+# once they come from numba's on-disk cache (benchmarks/bench_umap.py --cold measures it).
+_UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.distances", "umap.sparse", "umap.spectral")
+
+
+def _umap_learn():
+    """``import umap``, with numba's on-disk cache switched on for umap-learn's jitted functions
+    that are not compiled yet (what ``@numba.njit(cache=True)`` does; numba checks the source file's
+    timestamp, so a changed umap-learn recompiles). Dispatchers that are already compiled, or
+    already cached, are left alone, so calling this twice does nothing more."""
+    try:
+        import umap as umap_learn
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("eossl.umap needs umap-learn: pip install 'eossl[umap]'") from None
+    import importlib
+
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+    by_source: dict = {}  # python function -> its dispatchers (one object may sit in several modules)
+    for name in _UMAP_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - a umap-learn without that module
+            continue
+        for fn in vars(module).values():
+            if isinstance(fn, CPUDispatcher):
+                by_source.setdefault(fn.py_func, {})[id(fn)] = fn
+    for dispatchers in by_source.values():
+        chosen = list(dispatchers.values())
+        if len(chosen) > 1:
+            # one source jitted twice (layouts' serial and parallel epoch): numba's cache file is
+            # named after the source, not the options, so only the serial one (what a fixed
+            # random_state runs) may use it
+            chosen = [fn for fn in chosen if not fn.targetoptions.get("parallel")]
+            chosen = chosen if len(chosen) == 1 else []
+        for fn in chosen:
+            if isinstance(fn._cache, NullCache) and not fn.overloads:
+                try:
+                    fn.enable_caching()
+                except RuntimeError:  # no writable cache folder anywhere: compile as before
+                    return umap_learn
+    return umap_learn
+
+
 def umap(emb: xr.DataArray, n_components: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
          metric: str = "cosine", pca_dims: int | None = 50, seed: int = 0,
          max_fit: int | None = FIT_AT_MOST, batch_size: int = 100_000) -> xr.DataArray:
@@ -89,10 +135,7 @@ def umap(emb: xr.DataArray, n_components: int = 2, n_neighbors: int = 15, min_di
     by the fitted model in batches of ``batch_size``; ``None`` fits on all. The result's attributes
     say which: ``fitted_on`` (how many vectors the fit saw) and ``placed`` (how many were placed).
     """
-    try:
-        import umap as umap_learn
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("eossl.umap needs umap-learn: pip install 'eossl[umap]'") from None
+    umap_learn = _umap_learn()
     values, ok, emb = _flatten(emb)
     n = len(values)
     fit_idx = spread_subsample(values, max_fit, seed) if max_fit and n > max_fit else np.arange(n)

@@ -34,6 +34,22 @@ def umap_points(chip_emb):
     return few, eossl.umap(few, n_neighbors=5, pca_dims=10)
 
 
+def test_umap_switches_on_numbas_disk_cache_for_umap_learn(umap_points):
+    """umap-learn's jitted functions come without cache=True; after eossl.umap they write to and
+    load from numba's on-disk cache, so a fresh kernel does not compile them again."""
+    import umap.layouts
+    import umap.umap_
+    from numba.core.caching import NullCache
+
+    from eossl.analysis.reduce import _umap_learn
+    for fn in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
+               umap.layouts._nb_optimize_layout_euclidean_single_epoch):
+        assert not isinstance(fn._cache, NullCache), fn
+    # the parallel twin of the serial epoch shares its source, hence numba's cache file: left alone
+    assert isinstance(umap.layouts._nb_optimize_layout_euclidean_single_epoch_parallel._cache, NullCache)
+    assert _umap_learn() is sys.modules["umap"]  # a second call changes nothing and still works
+
+
 def _stretched_pcs(values):
     """Reference: PCA by SVD, each component stretched between its 2nd and 98th percentiles."""
     centred = values - values.mean(axis=0)
