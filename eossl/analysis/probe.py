@@ -9,9 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
-from sklearn.model_selection import StratifiedKFold
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import StandardScaler
 
 from eossl.errors import DataError, ParameterError
 from eossl import validate as check
@@ -64,6 +61,9 @@ def knn_accuracy(emb: xr.DataArray, labels=None, k: int = 5, folds: int = 5, met
                         "least 2 per class")
     standardize = metric != "cosine" if standardize is None else standardize
     scores = []
+    from sklearn.model_selection import StratifiedKFold  # sklearn loads on first use, not with eossl
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
         Xtr, Xte = X[train], X[test]
         if standardize:
@@ -247,6 +247,8 @@ def probe(emb: xr.DataArray, labels=None, shots=(1, 5, 10), repeats: int = 10, k
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, recall_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
 
     if split not in ("random", "blocked"):
         raise DataError(f"split must be 'random' or 'blocked', got {split!r}")

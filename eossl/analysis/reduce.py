@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from sklearn.decomposition import PCA
 
 from eossl.errors import DataError
 
@@ -29,6 +28,7 @@ def pca_rgb(emb: xr.DataArray, percentiles=(2, 98)) -> xr.DataArray:
     ``.plot.imshow(rgb="rgb")``); ``(sample, dim)`` -> ``(sample, rgb)``; works with a leading
     ``time`` dimension too, using one PCA for all dates so colours compare across time.
     """
+    from sklearn.decomposition import PCA  # here, not at import: `import eossl` stays ~1.5 s lighter
     values, ok, emb = _flatten(emb)
     pcs = PCA(n_components=3, random_state=0).fit_transform(values.astype("float64"))  # (N, 3)
     lo, hi = np.percentile(pcs, percentiles, axis=0)
@@ -140,6 +140,7 @@ def umap(emb: xr.DataArray, n_components: int = 2, n_neighbors: int = 15, min_di
     n = len(values)
     fit_idx = spread_subsample(values, max_fit, seed) if max_fit and n > max_fit else np.arange(n)
     if pca_dims and values.shape[1] > pca_dims and n > pca_dims:
+        from sklearn.decomposition import PCA
         pca = PCA(n_components=pca_dims, random_state=seed).fit(values[fit_idx])
         values = np.concatenate([pca.transform(values[i:i + batch_size]) for i in range(0, n, batch_size)])
     m = len(fit_idx)
@@ -186,6 +187,7 @@ def pca(emb: xr.DataArray, n_components: int = 2, seed: int = 0) -> xr.DataArray
     picture. ``attrs["explained_variance_ratio"]`` says how much of the spread each axis holds."""
     values, ok, emb = _flatten(emb)
     k = min(n_components, values.shape[1], len(values))
+    from sklearn.decomposition import PCA  # here, not at import: `import eossl` stays ~1.5 s lighter
     model = PCA(n_components=k, random_state=seed).fit(values.astype("float64"))
     points = model.transform(values.astype("float64"))  # (N, k)
     return xr.DataArray(points, dims=("sample", "component"), coords=_sample_coords(emb, ok), name="pca",
