@@ -4,7 +4,7 @@ training curves and MAE reconstructions. Each function draws on ``ax`` (or a new
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+# matplotlib.pyplot loads inside each function (~0.8 s): `import eossl` is paid by every worker and CLI call
 import numpy as np
 import xarray as xr
 
@@ -36,6 +36,7 @@ def _extent(da):
 
 def show_scene(da: xr.DataArray, ax=None, bands=None, title: str | None = None):
     """A scene (band, y, x) in true colour, in its own coordinates."""
+    import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5, 5))[1]
     ax.imshow(rgb_array(da, bands), extent=_extent(da))
     ax.set_title(title or f"{da.attrs.get('sensor', '')} true colour ({', '.join(bands or rgb_bands(da))})")
@@ -45,6 +46,7 @@ def show_scene(da: xr.DataArray, ax=None, bands=None, title: str | None = None):
 
 def show_rgb(rgb: xr.DataArray, ax=None, title: str = "embedding PCA (components 1-3 as RGB)"):
     """An (y, x, rgb) picture such as :func:`eossl.pca_rgb` gives, in scene coordinates."""
+    import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5, 5))[1]
     ax.imshow(np.nan_to_num(rgb.transpose("y", "x", "rgb").values, nan=0.0), extent=_extent(rgb),
               interpolation="nearest")
@@ -56,6 +58,7 @@ def show_rgb(rgb: xr.DataArray, ax=None, title: str = "embedding PCA (components
 def scatter_2d(points: xr.DataArray, hue: str = "label", ax=None, title: str = "UMAP of embeddings",
                s: float = 18):
     """A (sample, component) scatter coloured by a sample coordinate (e.g. class label)."""
+    import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(6, 5))[1]
     xy = points.transpose("sample", "component").values
     if hue in points.coords:
@@ -74,6 +77,7 @@ def scatter_2d(points: xr.DataArray, hue: str = "label", ax=None, title: str = "
 
 def plot_history(history, ax=None, keys=("loss",)):
     """Training curves from ``run.history`` (a DataFrame or list of dicts)."""
+    import matplotlib.pyplot as plt
     import pandas as pd
     df = pd.DataFrame(history)
     ax = ax or plt.subplots(figsize=(6, 3))[1]
@@ -94,6 +98,7 @@ def show_reconstructions(model, data, bands_idx=None, n: int = 4, mask_ratio: fl
     true-colour bands found by name) or an already normalised (B, C, H, W) tensor/array, with
     ``bands_idx`` the three band indices to show.
     """
+    import matplotlib.pyplot as plt
     import torch
     if isinstance(data, xr.DataArray):
         picks = np.random.default_rng(seed).choice(data.sizes["sample"], min(n, data.sizes["sample"]), replace=False)
@@ -127,6 +132,7 @@ def show_pairs(first, second, bands_idx=(0, 1, 2), titles=("view 1", "view 2"), 
                suptitle: str | None = None):
     """Two rows of images (B, C, H, W), e.g. the two augmented views of contrastive learning or the
     same place at two dates; each column shares one stretch so differences are real."""
+    import matplotlib.pyplot as plt
     first, second = np.asarray(first)[:n], np.asarray(second)[:n]
     idx = list(bands_idx)
     fig, axes = plt.subplots(2, len(first), figsize=(2.0 * len(first), 4.3), squeeze=False)
@@ -148,6 +154,7 @@ def show_pairs(first, second, bands_idx=(0, 1, 2), titles=("view 1", "view 2"), 
 def show_labels(labels: xr.DataArray, ax=None, classes: dict | None = None, title: str = "labels"):
     """A categorical map (y, x) with one colour per class and a legend (class names from
     ``classes`` or the array's ``classes`` attribute)."""
+    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
     ax = ax or plt.subplots(figsize=(5, 5))[1]
@@ -176,6 +183,7 @@ def show_labels(labels: xr.DataArray, ax=None, classes: dict | None = None, titl
 
 def show_chips(chips: xr.DataArray, per_class: int = 1, max_classes: int = 10, bands=None):
     """A gallery of chips in true colour, ``per_class`` per label, titled by class."""
+    import matplotlib.pyplot as plt
     bands = bands or rgb_bands(chips)
     labels = chips["label"].values if "label" in chips.coords else np.array(["chip"] * chips.sizes["sample"])
     classes = list(dict.fromkeys(labels))[:max_classes]
@@ -195,6 +203,7 @@ def show_chips(chips: xr.DataArray, per_class: int = 1, max_classes: int = 10, b
 def show_band_groups(da: xr.DataArray, band_groups, ax=None, title: str = "band groups"):
     """Each band at its wavelength (and native resolution as bar height), coloured by its group:
     what a band-group model treats as one token."""
+    import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(8, 2.8))[1]
     names = da["band"].values.tolist()
     wl = da["wavelength"].values if "wavelength" in da.coords else np.arange(len(names), dtype=float)
@@ -244,6 +253,7 @@ def show_score(score: xr.DataArray, ax=None, title: str | None = None, cmap: str
                label: str | None = None):
     """A ``(y, x)`` score map (similarity heat map, change score) in scene coordinates, with a
     colour bar; NaN (no embedding) stays blank."""
+    import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5.5, 5))[1]
     im = ax.imshow(score.transpose("y", "x").values, extent=_extent(score), cmap=cmap, vmin=vmin, vmax=vmax,
                    interpolation="nearest")
@@ -269,6 +279,7 @@ def show_hits(scene: xr.DataArray, result, ax=None, bands=None, color: str = "ye
 def show_hit_tiles(scene: xr.DataArray, result, n: int = 8, context: int = 8, bands=None):
     """Thumbnails of the ``n`` best hits of a search: each hit's footprint (boxed) with ``context``
     pixels around it, titled by rank and score. One stretch for all, so brightness compares."""
+    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     table = getattr(result, "table", result).head(n)
     rgb = rgb_array(scene, bands)  # (y, x, 3) stretched once over the scene
@@ -291,6 +302,7 @@ def show_change_curves(scores: dict, labels: xr.DataArray, patch_size: int, **kw
     """ROC and precision-recall curves of change scores ``{name: (y, x) score}`` against pixel
     labels on the patch grid (as :func:`eossl.evaluate_change` counts them), the best F1 marked.
     ``kwargs`` go to :func:`eossl.analysis.change.patch_labels`."""
+    import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
     from eossl.analysis.change import patch_labels
@@ -321,6 +333,7 @@ def show_class_maps(maps, titles=None, classes: dict | None = None, scene: xr.Da
     """Class maps ``(y, x)`` side by side with one colour per class in all of them (truth next to a
     prediction). ``classes`` ({value: name}, default: the first map's ``classes`` attribute) fixes the
     colours; other values (no data, unknown, -1) are left blank. ``scene`` puts its true colour first."""
+    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
     maps = list(maps)
@@ -357,6 +370,7 @@ def label_efficiency(tables, metric: str = "balanced_accuracy", ax=None, title: 
     the mean over the draws with a band of +- one spread, one line per probe. ``tables``: one table
     or ``{name: table}`` (encoders, feature sets, splits) to compare; a name keeps one colour, the
     probe sets the line style. The dotted line is chance for balanced accuracy (1 / classes)."""
+    import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     styles = {"kNN": "-", "logistic": "--"}
     cmap = plt.get_cmap("tab10")
@@ -386,6 +400,7 @@ def class_recall(tables, shots: int | None = None, ax=None, title: str | None = 
     """Per-class recall from ``eossl.probe(..., per_class=True)`` (one table or ``{name: table}``):
     a group of bars per class, one bar per (name, probe), whiskers = spread over the draws, the mean
     number of test examples beside each class. ``shots``: which row set (default: the smallest)."""
+    import matplotlib.pyplot as plt
     tables = _as_tables(tables)
     shots = shots if shots is not None else min(min(t["shots"]) for t in tables.values())
     series = [(name, probe, rows) for name, table in tables.items()
@@ -417,6 +432,7 @@ def band_importance(imp: xr.DataArray, ax=None, title: str | None = None):
     labelled with the band name and its wavelength (coloured by band group for attention); a
     ``(class, band)`` result is drawn as a class x band heat map. Per-chip or per-patch results are
     averaged first."""
+    import matplotlib.pyplot as plt
     order = np.arange(imp.sizes["band"])
     if "wavelength" in imp.coords and np.isfinite(imp["wavelength"].values).any():
         order = np.argsort(np.nan_to_num(imp["wavelength"].values, nan=np.inf), kind="stable")

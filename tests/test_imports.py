@@ -141,11 +141,12 @@ def test_widgets_only_display_no_scikit_learn_in_them():
     assert not offenders, f"widgets fitting their own models: {offenders} (put the analysis in eossl.analysis)"
 
 
-def test_import_eossl_leaves_scikit_learn_and_umap_for_first_use():
-    """`import eossl` is paid by every kernel, CLI call and worker; scikit-learn (~2 s here) and
-    umap-learn load inside the functions that use them."""
+def test_import_eossl_leaves_scikit_learn_umap_and_pyplot_for_first_use():
+    """`import eossl` is paid by every kernel, CLI call and worker; scikit-learn (~2 s here),
+    umap-learn and matplotlib.pyplot (~0.8 s) load inside the functions that use them."""
     import subprocess
     import sys
-    code = "import sys, eossl; print(sorted(m for m in ('sklearn', 'umap', 'numba') if m in sys.modules))"
+    code = ("import sys, eossl; "
+            "print(sorted(m for m in ('sklearn', 'umap', 'numba', 'matplotlib.pyplot') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
