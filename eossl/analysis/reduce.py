@@ -77,9 +77,9 @@ def spread_subsample(values: np.ndarray, n: int, seed: int = 0, groups: int = 25
 
 
 # umap-learn's own numba functions are compiled without ``cache=True`` (pynndescent's are cached), so
-# every fresh Python process (each notebook kernel, each restart) spent ~25 s compiling them before
-# its first picture: a 300-point fit took 19 s and the first transform 7 s, against 0.6 s and 0.1 s
-# once they come from numba's on-disk cache (benchmarks/bench_umap.py --cold measures it).
+# every fresh Python process (each notebook kernel, each restart) compiled them before its first
+# picture: 22.3 s for 400 points, against 0.8 s once they come from numba's on-disk cache
+# (benchmarks/bench_umap.py --cold; docs/benchmarks.md).
 _UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.distances", "umap.sparse", "umap.spectral")
 
 
